@@ -1,0 +1,3 @@
+//! The request log: redaction, journal, Tantivy indexer, search.
+
+pub mod record;

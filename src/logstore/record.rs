@@ -1,0 +1,72 @@
+//! `LogRecord`: everything logged about one request.
+//!
+//! Built by the pipeline when the response is complete (for streams: when the stream ends or
+//! the client leaves) and handed to the log store, which redacts it before anything is
+//! written. The whole record is stored as JSON for `GET /admin/logs/{id}` and replay.
+
+use crate::canonical::{ChatRequest, ToolCall, Usage};
+use serde::{Deserialize, Serialize};
+
+/// One attempt at one target of the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub model: String,
+    pub provider: String,
+    /// HTTP status the attempt ended with (200 on success; the mapped status on failure).
+    pub status: u16,
+    pub latency_ms: f64,
+    /// The error message when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The record of one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// The request id (also the `x-request-id` response header).
+    pub id: String,
+    /// When the request arrived, RFC 3339 UTC.
+    pub started_at: String,
+    /// Milliseconds since the Unix epoch of `started_at` (for range filters and sorting).
+    pub started_ms: i64,
+    /// When the response completed.
+    pub finished_at: String,
+    /// `openai` or `anthropic`: the dialect the client spoke.
+    pub dialect: String,
+    /// `chat` or `embeddings`.
+    pub endpoint: String,
+    pub user: String,
+    pub team: Option<String>,
+    pub tier: Option<String>,
+    /// The gateway key's id (never the key).
+    pub key_id: String,
+    pub feature: Option<String>,
+    /// The model the client asked for.
+    pub requested_model: String,
+    /// The model and provider that answered (the last attempt's), if any did.
+    pub served_model: Option<String>,
+    pub provider: Option<String>,
+    pub attempts: Vec<Attempt>,
+    /// HTTP status returned to the client (for streams: 200 unless failed before the first byte).
+    pub status: u16,
+    pub error: Option<String>,
+    /// The canonical request (messages, tools, parameters): redacted before storage.
+    pub request: ChatRequest,
+    /// The output text: redacted before storage.
+    pub output_text: String,
+    pub output_tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<String>,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    /// True when the served model has no price configured (cost is 0).
+    pub cost_unknown: bool,
+    pub latency_ms: f64,
+    /// Time to first byte sent to the client (streams), or total latency.
+    pub first_token_ms: Option<f64>,
+    pub stream: bool,
+    /// True when the client left before the stream ended.
+    pub client_disconnected: bool,
+    pub policy_version: Option<u64>,
+    /// The id of the record this request replayed.
+    pub replay_of: Option<String>,
+}

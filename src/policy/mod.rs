@@ -1,0 +1,1 @@
+//! Rhai policies: compiled, sandboxed, hot-reloaded.

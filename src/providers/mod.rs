@@ -1,0 +1,490 @@
+//! Providers: the `Provider` trait, the HTTP executor shared by wire adapters, and the registry.
+//!
+//! A wire adapter (`openai.rs`, `anthropic.rs`, `gemini.rs`) is pure translation between
+//! canonical types and one provider's wire format ([`Wire`]); [`HttpProvider`] runs it over
+//! reqwest. The in-process mock implements [`Provider`] directly. Adding a provider means one
+//! file and one line in [`build_provider`].
+
+pub mod anthropic;
+pub mod gemini;
+pub mod mock;
+pub mod openai;
+pub mod sse;
+
+use crate::canonical::{
+    ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent,
+};
+use crate::config::{Config, ModelConfig, ProviderConfig, Secret};
+use crate::error::{ErrorCode, GatewayError};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{BoxStream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sse::{SseEvent, SseParser};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stream of canonical events from a provider.
+pub type EventStream = BoxStream<'static, Result<StreamEvent, GatewayError>>;
+
+/// Something that answers canonical chat requests.
+pub trait Provider: Send + Sync + 'static {
+    /// Answer `req` with the model `upstream_model`, all at once.
+    fn chat(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+    ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>>;
+
+    /// Answer as a stream. The future resolves once the provider has accepted the request
+    /// (status and headers received); errors after that arrive in the stream.
+    fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+    ) -> BoxFuture<'static, Result<EventStream, GatewayError>>;
+
+    /// Embed texts; providers without embeddings answer a clear 400.
+    fn embed(
+        &self,
+        req: &EmbeddingsRequest,
+        upstream_model: &str,
+    ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>>;
+}
+
+/// An upstream HTTP request built by a wire adapter.
+#[derive(Debug)]
+pub struct WireRequest {
+    /// Appended to the provider's base URL (starts with `/`).
+    pub path: String,
+    /// Extra headers (auth, versions); content-type JSON is always set.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+/// Turns upstream SSE events into canonical stream events.
+pub trait StreamDecoder: Send + 'static {
+    /// Decode one event, appending what it means to `out`.
+    fn decode(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), GatewayError>;
+
+    /// The upstream stream ended; emit anything still owed (or fail if it ended early).
+    fn finish(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), GatewayError> {
+        Ok(())
+    }
+}
+
+/// Pure translation between canonical types and one provider's wire format.
+pub trait Wire: Send + Sync + 'static {
+    /// The provider kind, for messages (`openai`, `anthropic` …).
+    fn kind(&self) -> &'static str;
+
+    /// Build the chat call. A field this provider cannot honour is a 400 naming it.
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+        stream: bool,
+    ) -> Result<WireRequest, GatewayError>;
+
+    /// Parse a successful non-streaming body.
+    fn parse_chat(&self, body: &[u8]) -> Result<ChatResponse, GatewayError>;
+
+    /// A decoder for one streamed answer.
+    fn stream_decoder(&self, upstream_model: &str) -> Box<dyn StreamDecoder>;
+
+    /// The human message inside a provider's error body (falls back to the raw text).
+    fn error_message(&self, body: &[u8]) -> String {
+        error_message_from_json(body)
+    }
+
+    /// Build an embeddings call.
+    fn embeddings_request(
+        &self,
+        _req: &EmbeddingsRequest,
+        _upstream_model: &str,
+    ) -> Result<WireRequest, GatewayError> {
+        Err(GatewayError::invalid(
+            "model",
+            format!("provider kind `{}` does not offer embeddings", self.kind()),
+        ))
+    }
+
+    /// Parse an embeddings answer.
+    fn parse_embeddings(&self, _body: &[u8]) -> Result<EmbeddingsResponse, GatewayError> {
+        Err(GatewayError::upstream(ErrorCode::BadGateway, "embeddings not supported"))
+    }
+}
+
+/// Reads `error.message` (OpenAI, Anthropic, Gemini all nest it so) or the raw text.
+pub fn error_message_from_json(body: &[u8]) -> String {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some(msg) = value.pointer("/error/message").and_then(|m| m.as_str()) {
+            return msg.to_string();
+        }
+        if let Some(msg) = value.get("message").and_then(|m| m.as_str()) {
+            return msg.to_string();
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    text.chars().take(500).collect()
+}
+
+/// Runs a [`Wire`] adapter over HTTP.
+pub struct HttpProvider<W: Wire> {
+    name: Arc<str>,
+    base_url: String,
+    timeout: Duration,
+    client: reqwest::Client,
+    wire: Arc<W>,
+}
+
+impl<W: Wire> HttpProvider<W> {
+    /// A provider named `name` at `base_url` (no trailing slash needed).
+    pub fn new(name: &str, base_url: &str, timeout: Duration, client: reqwest::Client, wire: W) -> Self {
+        HttpProvider {
+            name: name.into(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            timeout,
+            client,
+            wire: Arc::new(wire),
+        }
+    }
+
+    fn send(&self, wire_req: WireRequest) -> impl std::future::Future<Output = Result<reqwest::Response, GatewayError>> + Send + 'static {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in wire_req.headers {
+            headers.insert(k, v);
+        }
+        let builder = self
+            .client
+            .post(format!("{}{}", self.base_url, wire_req.path))
+            .headers(headers)
+            .body(wire_req.body);
+        let name = self.name.clone();
+        let wire = self.wire.clone();
+        let timeout = self.timeout;
+        async move {
+            let response = tokio::time::timeout(timeout, builder.send())
+                .await
+                .map_err(|_| timeout_error(&name, timeout))?
+                .map_err(|err| transport_error(&name, err))?;
+            if response.status().is_success() {
+                return Ok(response);
+            }
+            let status = response.status().as_u16();
+            let retry_after = parse_retry_after(response.headers());
+            let body = tokio::time::timeout(timeout, response.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            Err(status_error(&name, status, &wire.error_message(&body), retry_after))
+        }
+    }
+}
+
+impl<W: Wire> Provider for HttpProvider<W> {
+    fn chat(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+    ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
+        let wire_req = match self.wire.chat_request(req, upstream_model, false) {
+            Ok(r) => r,
+            Err(err) => return Box::pin(async move { Err(err) }),
+        };
+        let send = self.send(wire_req);
+        let wire = self.wire.clone();
+        let name = self.name.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let response = send.await?;
+            let body = tokio::time::timeout(timeout, response.bytes())
+                .await
+                .map_err(|_| timeout_error(&name, timeout))?
+                .map_err(|err| transport_error(&name, err))?;
+            wire.parse_chat(&body)
+        })
+    }
+
+    fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+    ) -> BoxFuture<'static, Result<EventStream, GatewayError>> {
+        let wire_req = match self.wire.chat_request(req, upstream_model, true) {
+            Ok(r) => r,
+            Err(err) => return Box::pin(async move { Err(err) }),
+        };
+        let send = self.send(wire_req);
+        let decoder = self.wire.stream_decoder(upstream_model);
+        let name = self.name.clone();
+        let idle = self.timeout;
+        Box::pin(async move {
+            let response = send.await?;
+            Ok(decode_sse(name, response.bytes_stream(), decoder, idle))
+        })
+    }
+
+    fn embed(
+        &self,
+        req: &EmbeddingsRequest,
+        upstream_model: &str,
+    ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
+        let wire_req = match self.wire.embeddings_request(req, upstream_model) {
+            Ok(r) => r,
+            Err(err) => return Box::pin(async move { Err(err) }),
+        };
+        let send = self.send(wire_req);
+        let wire = self.wire.clone();
+        let name = self.name.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let response = send.await?;
+            let body = tokio::time::timeout(timeout, response.bytes())
+                .await
+                .map_err(|_| timeout_error(&name, timeout))?
+                .map_err(|err| transport_error(&name, err))?;
+            wire.parse_embeddings(&body)
+        })
+    }
+}
+
+/// Turn an upstream byte stream into canonical events, chunk by chunk. Dropping the
+/// returned stream drops the upstream response, which closes its connection (cancel).
+fn decode_sse<S>(name: Arc<str>, bytes: S, decoder: Box<dyn StreamDecoder>, idle: Duration) -> EventStream
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+{
+    struct State {
+        bytes: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        parser: SseParser,
+        decoder: Box<dyn StreamDecoder>,
+        name: Arc<str>,
+        done: bool,
+    }
+    let state = State {
+        bytes: bytes.boxed(),
+        parser: SseParser::new(),
+        decoder,
+        name,
+        done: false,
+    };
+    futures_util::stream::unfold(state, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let mut sse = Vec::new();
+            let mut failure = None;
+            let mut ended = false;
+            match tokio::time::timeout(idle, st.bytes.next()).await {
+                Err(_) => failure = Some(timeout_error(&st.name, idle)),
+                Ok(Some(Err(err))) => failure = Some(transport_error(&st.name, err)),
+                Ok(Some(Ok(chunk))) => {
+                    if let Err(msg) = st.parser.push(&chunk, &mut sse) {
+                        failure = Some(GatewayError::upstream(ErrorCode::BadGateway, msg));
+                    }
+                }
+                Ok(None) => {
+                    st.parser.finish(&mut sse);
+                    ended = true;
+                }
+            }
+            let mut out = Vec::new();
+            if failure.is_none() {
+                for ev in &sse {
+                    if let Err(err) = st.decoder.decode(ev, &mut out) {
+                        failure = Some(err);
+                        break;
+                    }
+                }
+            }
+            if failure.is_none() && ended {
+                if let Err(err) = st.decoder.finish(&mut out) {
+                    failure = Some(err);
+                }
+            }
+            let mut items: Vec<Result<StreamEvent, GatewayError>> = out.into_iter().map(Ok).collect();
+            if let Some(err) = failure {
+                items.push(Err(err));
+                st.done = true;
+            }
+            st.done |= ended;
+            if !items.is_empty() || st.done {
+                return Some((futures_util::stream::iter(items), st));
+            }
+        }
+    })
+    .flatten()
+    .boxed()
+}
+
+/// 504: the provider took longer than allowed.
+pub fn timeout_error(provider: &str, after: Duration) -> GatewayError {
+    GatewayError::upstream(
+        ErrorCode::Timeout,
+        format!("provider `{provider}` did not answer within {} ms", after.as_millis()),
+    )
+}
+
+/// 502/504 from a transport failure; the URL is stripped so nothing sensitive leaks.
+pub fn transport_error(provider: &str, err: reqwest::Error) -> GatewayError {
+    let code = if err.is_timeout() { ErrorCode::Timeout } else { ErrorCode::BadGateway };
+    let what = if err.is_connect() {
+        "cannot connect to"
+    } else if err.is_timeout() {
+        "timed out talking to"
+    } else {
+        "transport error from"
+    };
+    let err = err.without_url();
+    GatewayError::upstream(code, format!("{what} provider `{provider}`: {err}"))
+}
+
+/// Map a provider's error status to ours.
+pub fn status_error(provider: &str, status: u16, message: &str, retry_after: Option<Duration>) -> GatewayError {
+    let (code, text) = match status {
+        429 => (ErrorCode::RateLimited, format!("provider `{provider}` is rate limiting: {message}")),
+        401 | 403 => (
+            ErrorCode::BadGateway,
+            format!("provider `{provider}` rejected the gateway's credentials ({status})"),
+        ),
+        408 => (ErrorCode::Timeout, format!("provider `{provider}` timed out: {message}")),
+        400..=499 => (ErrorCode::InvalidRequest, format!("provider `{provider}` rejected the request: {message}")),
+        _ => (ErrorCode::BadGateway, format!("provider `{provider}` failed with {status}: {message}")),
+    };
+    GatewayError::upstream(code, text)
+        .with_upstream_status(status)
+        .with_retry_after(retry_after)
+}
+
+/// `Retry-After` in seconds (HTTP dates are rare from LLM providers and are ignored).
+pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+/// 502 for an upstream body we cannot parse.
+pub fn unparseable(provider_kind: &str, err: impl std::fmt::Display) -> GatewayError {
+    GatewayError::upstream(
+        ErrorCode::BadGateway,
+        format!("unparseable response from {provider_kind} provider: {err}"),
+    )
+}
+
+/// A header value from config/env text, as a 500 if it holds bytes HTTP forbids.
+pub fn header_value(value: &str) -> Result<HeaderValue, GatewayError> {
+    HeaderValue::from_str(value).map_err(|_| GatewayError::internal("provider credential is not a valid header value"))
+}
+
+/// One configured model, resolved to its provider.
+#[derive(Clone)]
+pub struct Route {
+    pub model: Arc<ModelConfig>,
+    pub provider_name: Arc<str>,
+    pub provider: Arc<dyn Provider>,
+}
+
+/// Every provider and model of a config, built once at start.
+#[derive(Clone)]
+pub struct Registry {
+    routes: HashMap<String, Route>,
+    /// Model names in config order (for `GET /v1/models`).
+    pub model_names: Vec<String>,
+}
+
+impl Registry {
+    /// Build every provider (one shared pooled HTTP client) and index models by name.
+    pub fn from_config(config: &Config) -> Result<Registry, GatewayError> {
+        let client = http_client()?;
+        let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
+        for p in &config.providers {
+            providers.insert(p.name.as_str(), build_provider(p, client.clone())?);
+        }
+        let mut routes = HashMap::new();
+        let mut model_names = Vec::new();
+        for m in &config.models {
+            let provider = providers
+                .get(m.provider.as_str())
+                .cloned()
+                .ok_or_else(|| GatewayError::internal(format!("model {} names unknown provider", m.name)))?;
+            model_names.push(m.name.clone());
+            routes.insert(
+                m.name.clone(),
+                Route {
+                    model: Arc::new(m.clone()),
+                    provider_name: m.provider.as_str().into(),
+                    provider,
+                },
+            );
+        }
+        Ok(Registry { routes, model_names })
+    }
+
+    /// The route for a client-facing model name.
+    pub fn route(&self, model: &str) -> Option<&Route> {
+        self.routes.get(model)
+    }
+}
+
+/// The pooled upstream client: rustls, TCP_NODELAY, keep-alive.
+pub fn http_client() -> Result<reqwest::Client, GatewayError> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|err| GatewayError::internal(format!("cannot build http client: {err}")))
+}
+
+fn api_key(p: &ProviderConfig) -> Secret<String> {
+    Secret::new(
+        p.api_key_env
+            .as_ref()
+            .and_then(|var| std::env::var(var).ok())
+            .unwrap_or_default(),
+    )
+}
+
+/// The registry line per provider kind.
+pub fn build_provider(p: &ProviderConfig, client: reqwest::Client) -> Result<Arc<dyn Provider>, GatewayError> {
+    let timeout = Duration::from_millis(p.timeout_ms);
+    let key = api_key(p);
+    let base = |default: &str| p.base_url.clone().unwrap_or_else(|| default.to_string());
+    let provider: Arc<dyn Provider> = match p.kind.as_str() {
+        "openai" | "openai-compatible" => Arc::new(HttpProvider::new(
+            &p.name,
+            &base("https://api.openai.com/v1"),
+            timeout,
+            client,
+            openai::OpenAiWire::new(key),
+        )),
+        "anthropic" => Arc::new(HttpProvider::new(
+            &p.name,
+            &base("https://api.anthropic.com/v1"),
+            timeout,
+            client,
+            anthropic::AnthropicWire::new(key, p.anthropic_version.clone()),
+        )),
+        "gemini" => Arc::new(HttpProvider::new(
+            &p.name,
+            &base("https://generativelanguage.googleapis.com/v1beta"),
+            timeout,
+            client,
+            gemini::GeminiWire::new(key),
+        )),
+        "mock" => match &p.base_url {
+            Some(url) => Arc::new(HttpProvider::new(&p.name, url, timeout, client, openai::OpenAiWire::new(key))),
+            None => Arc::new(mock::MockProvider::new(p.mock.clone())),
+        },
+        other => {
+            return Err(GatewayError::internal(format!("unknown provider kind {other}")));
+        }
+    };
+    Ok(provider)
+}

@@ -47,6 +47,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
     /// The file this was read from (for messages and relative paths); not a TOML field.
     #[serde(skip)]
     pub source: PathBuf,
@@ -205,6 +207,44 @@ pub struct KeyConfig {
     pub team: Option<String>,
     #[serde(default)]
     pub tier: Option<String>,
+}
+
+/// `[dispatch]`: retries and circuit breakers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Retries of a retryable error on the same target before the next target (a policy's
+    /// `retries` overrides it per request).
+    pub retries: u32,
+    /// First backoff; doubles per retry, with full jitter.
+    pub backoff_base_ms: u64,
+    /// Backoff cap. A `Retry-After` longer than this moves on to the next target instead.
+    pub backoff_max_ms: u64,
+    /// Consecutive failures that open a provider's breaker.
+    pub breaker_failures: u32,
+    /// Failure rate over the window that opens it.
+    pub breaker_error_rate: f64,
+    /// Outcomes needed in the window before the rate counts.
+    pub breaker_min_requests: usize,
+    /// Outcomes remembered per provider.
+    pub breaker_window: usize,
+    /// How long an open breaker stays open before a probe.
+    pub breaker_open_ms: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            retries: 1,
+            backoff_base_ms: 50,
+            backoff_max_ms: 2_000,
+            breaker_failures: 5,
+            breaker_error_rate: 0.5,
+            breaker_min_requests: 20,
+            breaker_window: 50,
+            breaker_open_ms: 10_000,
+        }
+    }
 }
 
 /// `[policy]`
@@ -485,6 +525,12 @@ impl Config {
             if let Err(err) = regex::Regex::new(&p.regex) {
                 problem(format!("logs.redact.patterns[{i}] ({})", p.name), format!("bad regex: {err}"));
             }
+        }
+        if !(0.0..=1.0).contains(&self.dispatch.breaker_error_rate) || self.dispatch.breaker_error_rate == 0.0 {
+            problem("dispatch.breaker_error_rate".into(), "must be in (0.0, 1.0]".into());
+        }
+        if self.dispatch.breaker_failures == 0 {
+            problem("dispatch.breaker_failures".into(), "must be greater than 0".into());
         }
         if self.logs.channel_capacity == 0 {
             problem("logs.channel_capacity".into(), "must be greater than 0".into());

@@ -12,3 +12,8 @@ pub mod providers;
 pub mod tokens;
 pub mod logstore;
 pub mod policy;
+pub mod admin;
+pub mod app;
+pub mod context;
+pub mod pipeline;
+pub mod server;

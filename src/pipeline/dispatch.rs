@@ -1,0 +1,256 @@
+//! Stage: walk the target chain until one answers.
+//!
+//! Per attempt: the breaker is asked first (an open one skips the target), chaos faults are
+//! applied, then the provider is called under the attempt deadline (`timeout`) and, for
+//! streams, the first-token deadline. Retryable errors (429, 5xx, connect errors, timeouts)
+//! are retried on the same target `retries` times with capped, fully jittered exponential
+//! backoff that honours `Retry-After` (a longer `Retry-After` than the cap moves on at once),
+//! then the next target is tried. A stream fails over only before its first content event
+//! reaches the client: events before it (the `Start`) are buffered, not sent. Every attempt is
+//! recorded for the log.
+
+use super::health::Health;
+use crate::canonical::{ChatRequest, ChatResponse, StreamEvent};
+use crate::error::{ErrorCode, ErrorSource, GatewayError};
+use crate::logstore::record::Attempt;
+use crate::providers::{EventStream, Route};
+use futures_util::StreamExt;
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What to try, in order, and under which deadlines.
+#[derive(Clone)]
+pub struct Plan {
+    pub targets: Vec<Route>,
+    /// Per-attempt deadline: whole answer (non-streaming) or first content (streaming).
+    pub timeout: Option<Duration>,
+    /// Per-attempt deadline for the first content event of a stream.
+    pub first_token: Option<Duration>,
+    /// Retries on the same target before moving on.
+    pub retries: u32,
+}
+
+/// Observes each attempt's latency (the policy's `latency_ms` window).
+pub trait LatencyObserver: Send + Sync {
+    /// An attempt at `model` took `ms` (successful attempts only).
+    fn observe(&self, model: &str, ms: f64);
+}
+
+/// The chain walker's shared state.
+pub struct Dispatcher<'a> {
+    pub health: &'a Health,
+    pub latency: Option<&'a dyn LatencyObserver>,
+}
+
+impl Dispatcher<'_> {
+    /// Answer a non-streaming request.
+    pub async fn chat(
+        &self,
+        plan: &Plan,
+        req: &ChatRequest,
+        attempts: &mut Vec<Attempt>,
+    ) -> Result<(ChatResponse, Route), GatewayError> {
+        let timeout = plan.timeout;
+        self.walk(plan, attempts, |route: &Route| {
+            let call = route.provider.chat(req, route.model.upstream_id());
+            let name = route.provider_name.clone();
+            async move {
+                match timeout {
+                    Some(limit) => tokio::time::timeout(limit, call)
+                        .await
+                        .map_err(|_| crate::providers::timeout_error(&name, limit))?,
+                    None => call.await,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Start a streaming request: resolves once a target has produced its first content
+    /// event (returned re-attached at the front of the stream).
+    pub async fn stream(
+        &self,
+        plan: &Plan,
+        req: &ChatRequest,
+        attempts: &mut Vec<Attempt>,
+    ) -> Result<(EventStream, Route), GatewayError> {
+        let (timeout, first_token) = (plan.timeout, plan.first_token);
+        self.walk(plan, attempts, |route: &Route| {
+            let call = route.provider.chat_stream(req, route.model.upstream_id());
+            let name = route.provider_name.clone();
+            async move {
+                let deadline = match (timeout, first_token) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let started = Instant::now();
+                let opened = match deadline {
+                    Some(limit) => tokio::time::timeout(limit, call)
+                        .await
+                        .map_err(|_| first_token_error(&name, limit))??,
+                    None => call.await?,
+                };
+                let remaining = deadline.map(|d| d.saturating_sub(started.elapsed()));
+                first_content(opened, remaining, &name).await
+            }
+        })
+        .await
+    }
+
+    async fn walk<T, F, Fut>(
+        &self,
+        plan: &Plan,
+        attempts: &mut Vec<Attempt>,
+        mut call: F,
+    ) -> Result<(T, Route), GatewayError>
+    where
+        F: FnMut(&Route) -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        let cfg = self.health.config();
+        let mut last_error: Option<GatewayError> = None;
+        for route in &plan.targets {
+            let provider = &*route.provider_name;
+            for retry in 0..=plan.retries {
+                if !self.health.allow(provider) {
+                    let err = GatewayError::upstream(
+                        ErrorCode::Unavailable,
+                        format!("provider `{provider}` is unavailable (circuit open)"),
+                    );
+                    attempts.push(attempt(route, &err, 0.0));
+                    last_error = Some(err);
+                    break;
+                }
+                let started = Instant::now();
+                let injection = self.health.injection(provider);
+                if !injection.delay.is_zero() {
+                    tokio::time::sleep(injection.delay).await;
+                }
+                let result = match injection.error {
+                    Some(err) => Err(err),
+                    None => call(route).await,
+                };
+                let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                match result {
+                    Ok(value) => {
+                        self.health.record(provider, true);
+                        if let Some(observer) = self.latency {
+                            observer.observe(&route.model.name, elapsed_ms);
+                        }
+                        attempts.push(Attempt {
+                            model: route.model.name.clone(),
+                            provider: provider.to_string(),
+                            status: 200,
+                            latency_ms: elapsed_ms,
+                            error: None,
+                        });
+                        return Ok((value, route.clone()));
+                    }
+                    Err(err) => {
+                        attempts.push(attempt(route, &err, elapsed_ms));
+                        if err.source == ErrorSource::Client {
+                            // The adapter refused a field this provider cannot honour: another
+                            // target may take it, and the breaker is not at fault.
+                            last_error = Some(keep_first_client_error(last_error, err));
+                            break;
+                        }
+                        if !err.retryable() {
+                            return Err(err);
+                        }
+                        self.health.record(provider, false);
+                        let wait = backoff(cfg.backoff_base_ms, cfg.backoff_max_ms, retry, err.retry_after);
+                        tracing::warn!(provider, model = %route.model.name, error = %err, retry, "attempt failed");
+                        last_error = Some(err);
+                        match wait {
+                            Some(wait) if retry < plan.retries => tokio::time::sleep(wait).await,
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| GatewayError::internal("empty target chain")))
+    }
+}
+
+fn keep_first_client_error(previous: Option<GatewayError>, err: GatewayError) -> GatewayError {
+    match previous {
+        Some(prev) if prev.source == ErrorSource::Client => prev,
+        _ => err,
+    }
+}
+
+fn attempt(route: &Route, err: &GatewayError, latency_ms: f64) -> Attempt {
+    Attempt {
+        model: route.model.name.clone(),
+        provider: route.provider_name.to_string(),
+        status: err.status(),
+        latency_ms,
+        error: Some(err.message.clone()),
+    }
+}
+
+fn first_token_error(provider: &str, limit: Duration) -> GatewayError {
+    GatewayError::upstream(
+        ErrorCode::Timeout,
+        format!("provider `{provider}` sent no first token within {} ms", limit.as_millis()),
+    )
+}
+
+/// Read events until the first one that would put bytes on the client's wire, buffering
+/// the ones before it; return the stream with them re-attached.
+async fn first_content(
+    mut stream: EventStream,
+    deadline: Option<Duration>,
+    provider: &str,
+) -> Result<EventStream, GatewayError> {
+    let mut prefix = Vec::new();
+    let read = async {
+        loop {
+            match stream.next().await {
+                Some(Ok(ev @ StreamEvent::Start { .. })) | Some(Ok(ev @ StreamEvent::Usage { .. })) => prefix.push(Ok(ev)),
+                Some(Ok(ev)) => {
+                    prefix.push(Ok(ev));
+                    return Ok(());
+                }
+                Some(Err(err)) => return Err(err),
+                None => return Ok(()),
+            }
+        }
+    };
+    match deadline {
+        Some(limit) => tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| first_token_error(provider, limit))??,
+        None => read.await?,
+    }
+    Ok(futures_util::stream::iter(prefix).chain(stream).boxed())
+}
+
+/// Full-jitter exponential backoff; `None` when the provider asked for a longer wait than
+/// the cap (move on to the next target instead).
+fn backoff(base_ms: u64, max_ms: u64, retry: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    let cap = Duration::from_millis(max_ms);
+    if let Some(after) = retry_after {
+        return (after <= cap).then_some(after);
+    }
+    let exp = base_ms.saturating_mul(1u64 << retry.min(16)).min(max_ms);
+    let jittered = rand::random::<f64>() * exp as f64;
+    Some(Duration::from_millis(jittered as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_honours_retry_after() {
+        for retry in 0..10 {
+            let wait = backoff(50, 400, retry, None);
+            assert!(wait.is_some_and(|w| w <= Duration::from_millis(400)));
+        }
+        assert_eq!(backoff(50, 2_000, 0, Some(Duration::from_secs(1))), Some(Duration::from_secs(1)));
+        assert_eq!(backoff(50, 2_000, 0, Some(Duration::from_secs(30))), None);
+    }
+}

@@ -15,8 +15,8 @@ use super::openai::parse_data_url;
 use super::sse::SseEvent;
 use super::{header_value, unparseable, StreamDecoder, Wire, WireRequest};
 use crate::canonical::{
-    ChatRequest, ChatResponse, ContentPart, FinishReason, ImageSource, Message, ResponseFormat, Role,
-    StreamEvent, ToolCall, ToolChoice, Usage,
+    ChatRequest, ChatResponse, ContentPart, FinishReason, ImageSource, Message, ResponseFormat,
+    Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
 use crate::config::Secret;
 use crate::error::{ErrorCode, GatewayError};
@@ -120,7 +120,10 @@ enum ImageSrc<'a> {
 }
 
 fn unsupported(field: &str) -> GatewayError {
-    GatewayError::invalid(field, format!("{field} is not supported by provider kind {KIND}"))
+    GatewayError::invalid(
+        field,
+        format!("{field} is not supported by provider kind {KIND}"),
+    )
 }
 
 fn image_block(source: &ImageSource, at: usize) -> Result<Block<'_>, GatewayError> {
@@ -128,7 +131,10 @@ fn image_block(source: &ImageSource, at: usize) -> Result<Block<'_>, GatewayErro
         ImageSource::Base64 { media_type, data } => ImageSrc::Base64 { media_type, data },
         ImageSource::Url { url } if url.starts_with("data:") => {
             let (media_type, data) = parse_data_url(url).ok_or_else(|| {
-                GatewayError::invalid(format!("messages[{at}].content"), "only base64 data: urls are supported for images")
+                GatewayError::invalid(
+                    format!("messages[{at}].content"),
+                    "only base64 data: urls are supported for images",
+                )
             })?;
             ImageSrc::Base64 { media_type, data }
         }
@@ -157,7 +163,10 @@ fn tool_use_block(call: &ToolCall, at: usize) -> Result<Block<'_>, GatewayError>
         serde_json::from_str::<Value>(&call.arguments).map_err(|err| {
             GatewayError::invalid(
                 format!("messages[{at}].tool_calls"),
-                format!("arguments of tool call `{}` are not valid JSON: {err}", call.id),
+                format!(
+                    "arguments of tool call `{}` are not valid JSON: {err}",
+                    call.id
+                ),
             )
         })?
     };
@@ -167,20 +176,36 @@ fn tool_use_block(call: &ToolCall, at: usize) -> Result<Block<'_>, GatewayError>
             format!("arguments of tool call `{}` must be a JSON object", call.id),
         ));
     }
-    Ok(Block::ToolUse { id: &call.id, name: &call.name, input })
+    Ok(Block::ToolUse {
+        id: &call.id,
+        name: &call.name,
+        input,
+    })
 }
 
 fn tool_result_block(message: &Message, at: usize) -> Result<Block<'_>, GatewayError> {
     let tool_use_id = message.tool_call_id.as_deref().ok_or_else(|| {
-        GatewayError::invalid(format!("messages[{at}].tool_call_id"), "a tool message needs tool_call_id")
+        GatewayError::invalid(
+            format!("messages[{at}].tool_call_id"),
+            "a tool message needs tool_call_id",
+        )
     })?;
-    let has_image = message.content.iter().any(|p| matches!(p, ContentPart::Image { .. }));
+    let has_image = message
+        .content
+        .iter()
+        .any(|p| matches!(p, ContentPart::Image { .. }));
     let content = if has_image {
         Some(ToolResultContent::Blocks(content_blocks(message, at)?))
     } else {
-        Some(message.joined_text()).filter(|t| !t.is_empty()).map(ToolResultContent::Text)
+        Some(message.joined_text())
+            .filter(|t| !t.is_empty())
+            .map(ToolResultContent::Text)
     };
-    Ok(Block::ToolResult { tool_use_id, content, is_error: message.is_error })
+    Ok(Block::ToolResult {
+        tool_use_id,
+        content,
+        is_error: message.is_error,
+    })
 }
 
 /// The top-level `system` text and the alternating turns.
@@ -190,10 +215,16 @@ fn turns(req: &ChatRequest) -> Result<(Option<String>, Vec<Turn<'_>>), GatewayEr
     for (at, message) in req.messages.iter().enumerate() {
         let (role, blocks) = match message.role {
             Role::System => {
-                if message.content.iter().any(|p| matches!(p, ContentPart::Image { .. })) {
+                if message
+                    .content
+                    .iter()
+                    .any(|p| matches!(p, ContentPart::Image { .. }))
+                {
                     return Err(GatewayError::invalid(
                         format!("messages[{at}].content"),
-                        format!("images in system messages are not supported by provider kind {KIND}"),
+                        format!(
+                            "images in system messages are not supported by provider kind {KIND}"
+                        ),
                     ));
                 }
                 let text = message.joined_text();
@@ -220,7 +251,10 @@ fn turns(req: &ChatRequest) -> Result<(Option<String>, Vec<Turn<'_>>), GatewayEr
         }
         match turns.last_mut() {
             Some(last) if last.role == role => last.content.extend(blocks),
-            _ => turns.push(Turn { role, content: blocks }),
+            _ => turns.push(Turn {
+                role,
+                content: blocks,
+            }),
         }
     }
     Ok((Some(system).filter(|s| !s.is_empty()), turns))
@@ -232,7 +266,9 @@ fn tool_choice(req: &ChatRequest) -> Option<Value> {
         Some(ToolChoice::Auto) => json!({"type": "auto"}),
         Some(ToolChoice::Required) => json!({"type": "any"}),
         Some(ToolChoice::Tool(name)) => json!({"type": "tool", "name": name}),
-        None if req.parallel_tool_calls == Some(false) && !req.tools.is_empty() => json!({"type": "auto"}),
+        None if req.parallel_tool_calls == Some(false) && !req.tools.is_empty() => {
+            json!({"type": "auto"})
+        }
         None => return None,
     };
     if req.parallel_tool_calls == Some(false) {
@@ -244,7 +280,10 @@ fn tool_choice(req: &ChatRequest) -> Option<Value> {
 }
 
 fn refuse_unsupported(req: &ChatRequest) -> Result<(), GatewayError> {
-    if matches!(req.response_format, Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })) {
+    if matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+    ) {
         return Err(unsupported("response_format"));
     }
     if req.seed.is_some() {
@@ -316,8 +355,12 @@ impl WireUsage {
     fn update(&mut self, later: &WireUsage) {
         self.input_tokens = later.input_tokens.or(self.input_tokens);
         self.output_tokens = later.output_tokens.or(self.output_tokens);
-        self.cache_creation_input_tokens = later.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
-        self.cache_read_input_tokens = later.cache_read_input_tokens.or(self.cache_read_input_tokens);
+        self.cache_creation_input_tokens = later
+            .cache_creation_input_tokens
+            .or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = later
+            .cache_read_input_tokens
+            .or(self.cache_read_input_tokens);
     }
 }
 
@@ -336,8 +379,14 @@ fn error_frame(error: Option<&Value>) -> GatewayError {
         .and_then(|e| e.get("message"))
         .and_then(Value::as_str)
         .unwrap_or("unknown error");
-    let kind = error.and_then(|e| e.get("type")).and_then(Value::as_str).unwrap_or("error");
-    GatewayError::upstream(ErrorCode::BadGateway, format!("{KIND} provider reported an error ({kind}): {message}"))
+    let kind = error
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("error");
+    GatewayError::upstream(
+        ErrorCode::BadGateway,
+        format!("{KIND} provider reported an error ({kind}): {message}"),
+    )
 }
 
 fn generated_id() -> String {
@@ -349,7 +398,12 @@ impl Wire for AnthropicWire {
         KIND
     }
 
-    fn chat_request(&self, req: &ChatRequest, upstream_model: &str, stream: bool) -> Result<WireRequest, GatewayError> {
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+        stream: bool,
+    ) -> Result<WireRequest, GatewayError> {
         refuse_unsupported(req)?;
         let (system, messages) = turns(req)?;
         let tools = req
@@ -377,25 +431,32 @@ impl Wire for AnthropicWire {
             metadata: req.end_user.as_ref().map(|user| json!({"user_id": user})),
             stream,
         };
-        let body = serde_json::to_vec(&body).map_err(|err| GatewayError::internal(format!("cannot encode body: {err}")))?;
+        let body = serde_json::to_vec(&body)
+            .map_err(|err| GatewayError::internal(format!("cannot encode body: {err}")))?;
         let mut key = header_value(self.key.expose())?;
         key.set_sensitive(true);
         Ok(WireRequest {
             path: "/messages".into(),
             headers: vec![
                 (HeaderName::from_static("x-api-key"), key),
-                (HeaderName::from_static("anthropic-version"), header_value(&self.version)?),
+                (
+                    HeaderName::from_static("anthropic-version"),
+                    header_value(&self.version)?,
+                ),
             ],
             body,
         })
     }
 
     fn parse_chat(&self, body: &[u8]) -> Result<ChatResponse, GatewayError> {
-        let message: WireMessage = serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
+        let message: WireMessage =
+            serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
         if message.kind.as_deref() == Some("error") || message.error.is_some() {
             return Err(error_frame(message.error.as_ref()));
         }
-        let blocks = message.content.ok_or_else(|| unparseable(KIND, "the response has no content"))?;
+        let blocks = message
+            .content
+            .ok_or_else(|| unparseable(KIND, "the response has no content"))?;
         let mut text = String::new();
         let mut tool_calls = Vec::new();
         for block in blocks {
@@ -404,18 +465,33 @@ impl Wire for AnthropicWire {
                 ResponseBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
                     id,
                     name,
-                    arguments: if input.is_null() { "{}".into() } else { input.to_string() },
+                    arguments: if input.is_null() {
+                        "{}".into()
+                    } else {
+                        input.to_string()
+                    },
                 }),
                 ResponseBlock::Other => {}
             }
         }
         Ok(ChatResponse {
-            id: message.id.filter(|id| !id.is_empty()).unwrap_or_else(generated_id),
+            id: message
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(generated_id),
             model: message.model.unwrap_or_default(),
             text,
             tool_calls,
-            finish_reason: message.stop_reason.as_deref().map(map_stop).unwrap_or(FinishReason::Stop),
-            usage: message.usage.as_ref().map(WireUsage::canonical).unwrap_or_default(),
+            finish_reason: message
+                .stop_reason
+                .as_deref()
+                .map(map_stop)
+                .unwrap_or(FinishReason::Stop),
+            usage: message
+                .usage
+                .as_ref()
+                .map(WireUsage::canonical)
+                .unwrap_or_default(),
         })
     }
 
@@ -484,14 +560,19 @@ impl AnthropicStream {
             self.started = true;
             out.push(StreamEvent::Start {
                 id: id.filter(|id| !id.is_empty()).unwrap_or_else(generated_id),
-                model: model.filter(|m| !m.is_empty()).unwrap_or_else(|| self.model.clone()),
+                model: model
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| self.model.clone()),
             });
         }
     }
 
     fn tool_index(&self, block: Option<u64>) -> Option<u32> {
         let block = block?;
-        self.tool_blocks.iter().find(|(b, _)| *b == block).map(|(_, i)| *i)
+        self.tool_blocks
+            .iter()
+            .find(|(b, _)| *b == block)
+            .map(|(_, i)| *i)
     }
 }
 
@@ -500,7 +581,8 @@ impl StreamDecoder for AnthropicStream {
         if self.stopped || event.data.trim().is_empty() {
             return Ok(());
         }
-        let frame: Frame = serde_json::from_str(&event.data).map_err(|err| unparseable(KIND, err))?;
+        let frame: Frame =
+            serde_json::from_str(&event.data).map_err(|err| unparseable(KIND, err))?;
         let kind = frame.kind.as_deref().unwrap_or(event.event.as_str());
         match kind {
             "message_start" => {
@@ -513,11 +595,14 @@ impl StreamDecoder for AnthropicStream {
             }
             "content_block_start" => {
                 self.start(None, None, out);
-                let Some(block) = frame.content_block else { return Ok(()) };
+                let Some(block) = frame.content_block else {
+                    return Ok(());
+                };
                 match block.kind.as_deref() {
                     Some("tool_use") => {
                         let index = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
-                        self.tool_blocks.push((frame.index.unwrap_or(u64::MAX), index));
+                        self.tool_blocks
+                            .push((frame.index.unwrap_or(u64::MAX), index));
                         out.push(StreamEvent::ToolCallStart {
                             index,
                             id: block.id.unwrap_or_else(|| format!("toolu_{index}")),
@@ -534,7 +619,9 @@ impl StreamDecoder for AnthropicStream {
             }
             "content_block_delta" => {
                 self.start(None, None, out);
-                let Some(delta) = frame.delta else { return Ok(()) };
+                let Some(delta) = frame.delta else {
+                    return Ok(());
+                };
                 match delta.kind.as_deref() {
                     Some("text_delta") => {
                         if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
@@ -543,7 +630,9 @@ impl StreamDecoder for AnthropicStream {
                     }
                     Some("input_json_delta") => {
                         let arguments = delta.partial_json.unwrap_or_default();
-                        if let (Some(index), false) = (self.tool_index(frame.index), arguments.is_empty()) {
+                        if let (Some(index), false) =
+                            (self.tool_index(frame.index), arguments.is_empty())
+                        {
                             out.push(StreamEvent::ToolCallDelta { index, arguments });
                         }
                     }
@@ -557,9 +646,14 @@ impl StreamDecoder for AnthropicStream {
                 }
                 let reason = frame.delta.and_then(|d| d.stop_reason);
                 out.push(StreamEvent::Finish {
-                    reason: reason.as_deref().map(map_stop).unwrap_or(FinishReason::Stop),
+                    reason: reason
+                        .as_deref()
+                        .map(map_stop)
+                        .unwrap_or(FinishReason::Stop),
                 });
-                out.push(StreamEvent::Usage { usage: self.usage.canonical() });
+                out.push(StreamEvent::Usage {
+                    usage: self.usage.canonical(),
+                });
             }
             "message_stop" => self.stopped = true,
             "error" => return Err(error_frame(frame.error.as_ref())),
@@ -573,7 +667,10 @@ impl StreamDecoder for AnthropicStream {
         if self.stopped {
             Ok(())
         } else {
-            Err(GatewayError::upstream(ErrorCode::BadGateway, format!("{KIND} stream ended early")))
+            Err(GatewayError::upstream(
+                ErrorCode::BadGateway,
+                format!("{KIND} stream ended early"),
+            ))
         }
     }
 }

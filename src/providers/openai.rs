@@ -123,11 +123,22 @@ pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     let (meta, data) = rest.split_once(',')?;
     let meta = meta.strip_suffix(";base64")?;
     let mime = meta.split(';').next().unwrap_or_default();
-    Some((if mime.is_empty() { "application/octet-stream" } else { mime }, data))
+    Some((
+        if mime.is_empty() {
+            "application/octet-stream"
+        } else {
+            mime
+        },
+        data,
+    ))
 }
 
 fn text_only(message: &Message, at: usize) -> Result<String, GatewayError> {
-    if message.content.iter().any(|p| matches!(p, ContentPart::Image { .. })) {
+    if message
+        .content
+        .iter()
+        .any(|p| matches!(p, ContentPart::Image { .. }))
+    {
         return Err(GatewayError::invalid(
             format!("messages[{at}].content"),
             format!(
@@ -197,7 +208,10 @@ fn wire_message(message: &Message, at: usize) -> Result<WireMessage<'_>, Gateway
             out.content = Some(WireContent::Text(text_only(message, at)?));
             out.name = None;
             out.tool_call_id = Some(message.tool_call_id.as_deref().ok_or_else(|| {
-                GatewayError::invalid(format!("messages[{at}].tool_call_id"), "a tool message needs tool_call_id")
+                GatewayError::invalid(
+                    format!("messages[{at}].tool_call_id"),
+                    "a tool message needs tool_call_id",
+                )
             })?);
         }
     }
@@ -217,7 +231,11 @@ fn response_format(format: &ResponseFormat) -> Value {
     match format {
         ResponseFormat::Text => json!({"type": "text"}),
         ResponseFormat::JsonObject => json!({"type": "json_object"}),
-        ResponseFormat::JsonSchema { name, schema, strict } => {
+        ResponseFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+        } => {
             let mut spec = json!({"name": name, "schema": schema});
             if let (Some(strict), Some(map)) = (strict, spec.as_object_mut()) {
                 map.insert("strict".into(), Value::Bool(*strict));
@@ -331,7 +349,10 @@ fn error_frame(error: &Value) -> GatewayError {
         .and_then(Value::as_str)
         .or_else(|| error.as_str())
         .unwrap_or("unknown error");
-    GatewayError::upstream(ErrorCode::BadGateway, format!("{KIND} provider reported an error: {message}"))
+    GatewayError::upstream(
+        ErrorCode::BadGateway,
+        format!("{KIND} provider reported an error: {message}"),
+    )
 }
 
 fn generated_id() -> String {
@@ -343,9 +364,17 @@ impl Wire for OpenAiWire {
         KIND
     }
 
-    fn chat_request(&self, req: &ChatRequest, upstream_model: &str, stream: bool) -> Result<WireRequest, GatewayError> {
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+        stream: bool,
+    ) -> Result<WireRequest, GatewayError> {
         if req.top_k.is_some() {
-            return Err(GatewayError::invalid("top_k", format!("top_k is not supported by provider kind {KIND}")));
+            return Err(GatewayError::invalid(
+                "top_k",
+                format!("top_k is not supported by provider kind {KIND}"),
+            ));
         }
         let messages = req
             .messages
@@ -358,7 +387,9 @@ impl Wire for OpenAiWire {
             .iter()
             .map(|tool| {
                 let mut function = json!({"name": tool.name, "parameters": tool.parameters});
-                if let (Some(description), Some(map)) = (&tool.description, function.as_object_mut()) {
+                if let (Some(description), Some(map)) =
+                    (&tool.description, function.as_object_mut())
+                {
                     map.insert("description".into(), Value::String(description.clone()));
                 }
                 json!({"type": "function", "function": function})
@@ -382,7 +413,8 @@ impl Wire for OpenAiWire {
             stream,
             stream_options: stream.then(|| json!({"include_usage": true})),
         };
-        let body = serde_json::to_vec(&body).map_err(|err| GatewayError::internal(format!("cannot encode body: {err}")))?;
+        let body = serde_json::to_vec(&body)
+            .map_err(|err| GatewayError::internal(format!("cannot encode body: {err}")))?;
         Ok(WireRequest {
             path: "/chat/completions".into(),
             headers: self.auth_headers()?,
@@ -391,7 +423,8 @@ impl Wire for OpenAiWire {
     }
 
     fn parse_chat(&self, body: &[u8]) -> Result<ChatResponse, GatewayError> {
-        let response: WireResponse = serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
+        let response: WireResponse =
+            serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
         if let Some(error) = &response.error {
             return Err(error_frame(error));
         }
@@ -412,8 +445,14 @@ impl Wire for OpenAiWire {
             .enumerate()
             .map(|(i, call)| ToolCall {
                 id: call.id.clone().unwrap_or_else(|| format!("call_{i}")),
-                name: call.function.as_ref().and_then(|f| f.name.clone()).unwrap_or_default(),
-                arguments: arguments_text(call.function.as_ref().and_then(|f| f.arguments.as_ref())),
+                name: call
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.name.clone())
+                    .unwrap_or_default(),
+                arguments: arguments_text(
+                    call.function.as_ref().and_then(|f| f.arguments.as_ref()),
+                ),
             })
             .collect();
         let finish_reason = match choice.finish_reason.as_deref() {
@@ -422,12 +461,19 @@ impl Wire for OpenAiWire {
             None => FinishReason::Stop,
         };
         Ok(ChatResponse {
-            id: response.id.filter(|id| !id.is_empty()).unwrap_or_else(generated_id),
+            id: response
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(generated_id),
             model: response.model.unwrap_or_default(),
             text,
             tool_calls,
             finish_reason,
-            usage: response.usage.as_ref().map(WireUsage::canonical).unwrap_or_default(),
+            usage: response
+                .usage
+                .as_ref()
+                .map(WireUsage::canonical)
+                .unwrap_or_default(),
         })
     }
 
@@ -438,8 +484,13 @@ impl Wire for OpenAiWire {
         })
     }
 
-    fn embeddings_request(&self, req: &EmbeddingsRequest, upstream_model: &str) -> Result<WireRequest, GatewayError> {
-        let mut body = json!({"model": upstream_model, "input": req.input, "encoding_format": "float"});
+    fn embeddings_request(
+        &self,
+        req: &EmbeddingsRequest,
+        upstream_model: &str,
+    ) -> Result<WireRequest, GatewayError> {
+        let mut body =
+            json!({"model": upstream_model, "input": req.input, "encoding_format": "float"});
         if let Some(map) = body.as_object_mut() {
             if let Some(dimensions) = req.dimensions {
                 map.insert("dimensions".into(), json!(dimensions));
@@ -467,12 +518,17 @@ impl Wire for OpenAiWire {
             embedding: Vec<f32>,
             index: Option<usize>,
         }
-        let mut response: Embeddings = serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
+        let mut response: Embeddings =
+            serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
         response.data.sort_by_key(|e| e.index.unwrap_or(usize::MAX));
         Ok(EmbeddingsResponse {
             model: response.model.unwrap_or_default(),
             vectors: response.data.into_iter().map(|e| e.embedding).collect(),
-            usage: response.usage.as_ref().map(WireUsage::canonical).unwrap_or_default(),
+            usage: response
+                .usage
+                .as_ref()
+                .map(WireUsage::canonical)
+                .unwrap_or_default(),
         })
     }
 }
@@ -518,25 +574,47 @@ impl OpenAiStream {
         }
         self.started = true;
         out.push(StreamEvent::Start {
-            id: chunk.id.clone().filter(|id| !id.is_empty()).unwrap_or_else(generated_id),
-            model: chunk.model.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| self.model.clone()),
+            id: chunk
+                .id
+                .clone()
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(generated_id),
+            model: chunk
+                .model
+                .clone()
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| self.model.clone()),
         });
     }
 
     fn tool_delta(&mut self, call: &WireToolCall, out: &mut Vec<StreamEvent>) {
         let upstream_index = call.index.unwrap_or(0);
-        let position = match self.tools.iter().position(|t| t.upstream_index == upstream_index) {
+        let position = match self
+            .tools
+            .iter()
+            .position(|t| t.upstream_index == upstream_index)
+        {
             Some(position) => position,
             None => {
-                self.tools.push(ToolState { upstream_index, ..ToolState::default() });
+                self.tools.push(ToolState {
+                    upstream_index,
+                    ..ToolState::default()
+                });
                 self.tools.len() - 1
             }
         };
-        let Some(state) = self.tools.get_mut(position) else { return };
+        let Some(state) = self.tools.get_mut(position) else {
+            return;
+        };
         if let Some(id) = call.id.as_ref().filter(|id| !id.is_empty()) {
             state.id.get_or_insert_with(|| id.clone());
         }
-        if let Some(name) = call.function.as_ref().and_then(|f| f.name.as_ref()).filter(|n| !n.is_empty()) {
+        if let Some(name) = call
+            .function
+            .as_ref()
+            .and_then(|f| f.name.as_ref())
+            .filter(|n| !n.is_empty())
+        {
             state.name.get_or_insert_with(|| name.clone());
         }
         let arguments = arguments_text(call.function.as_ref().and_then(|f| f.arguments.as_ref()));
@@ -619,7 +697,9 @@ impl StreamDecoder for OpenAiStream {
             if let (Some(reason), false) = (&choice.finish_reason, self.finished) {
                 self.finished = true;
                 self.flush_all_tools(out);
-                out.push(StreamEvent::Finish { reason: map_finish(reason) });
+                out.push(StreamEvent::Finish {
+                    reason: map_finish(reason),
+                });
             }
         }
         Ok(())
@@ -627,7 +707,10 @@ impl StreamDecoder for OpenAiStream {
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), GatewayError> {
         if !self.done && !self.finished {
-            return Err(GatewayError::upstream(ErrorCode::BadGateway, format!("{KIND} stream ended early")));
+            return Err(GatewayError::upstream(
+                ErrorCode::BadGateway,
+                format!("{KIND} stream ended early"),
+            ));
         }
         self.flush_all_tools(out);
         self.emit_usage(out);

@@ -8,7 +8,9 @@ fn wire() -> AnthropicWire {
 }
 
 fn body_of(req: &ChatRequest) -> Value {
-    let wire_req = wire().chat_request(req, "claude-3-5-haiku-20241022", false).unwrap();
+    let wire_req = wire()
+        .chat_request(req, "claude-3-5-haiku-20241022", false)
+        .unwrap();
     serde_json::from_slice(&wire_req.body).unwrap()
 }
 
@@ -22,16 +24,28 @@ fn tool_result(id: &str, text: &str, is_error: bool) -> Message {
 fn agent_request() -> ChatRequest {
     let mut assistant = Message::text(Role::Assistant, "Let me check both.");
     assistant.tool_calls = vec![
-        ToolCall { id: "toolu_01".into(), name: "get_weather".into(), arguments: r#"{"city":"Paris"}"#.into() },
-        ToolCall { id: "toolu_02".into(), name: "get_time".into(), arguments: String::new() },
+        ToolCall {
+            id: "toolu_01".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        },
+        ToolCall {
+            id: "toolu_02".into(),
+            name: "get_time".into(),
+            arguments: String::new(),
+        },
     ];
     let mut photo = Message::text(Role::User, "and this?");
     photo.content.push(ContentPart::Image {
-        source: ImageSource::Url { url: "data:image/png;base64,iVBORw0KGgo=".into() },
+        source: ImageSource::Url {
+            url: "data:image/png;base64,iVBORw0KGgo=".into(),
+        },
         detail: None,
     });
     photo.content.push(ContentPart::Image {
-        source: ImageSource::Url { url: "https://example.com/cat.jpg".into() },
+        source: ImageSource::Url {
+            url: "https://example.com/cat.jpg".into(),
+        },
         detail: None,
     });
     ChatRequest {
@@ -72,7 +86,10 @@ fn request_translates_system_turns_tools_and_sampling() {
     assert_eq!(body["top_k"], 40);
     assert_eq!(body["stop_sequences"], json!(["\n\nHuman:"]));
     assert_eq!(body["metadata"], json!({"user_id": "user-42"}));
-    assert_eq!(body["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+    assert_eq!(
+        body["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
     assert_eq!(
         body["tools"][0],
         json!({"name": "get_weather", "description": "Current weather",
@@ -81,10 +98,20 @@ fn request_translates_system_turns_tools_and_sampling() {
     assert!(body.get("stream").is_none());
 
     let messages = body["messages"].as_array().unwrap();
-    assert_eq!(messages.len(), 3, "tool results and the next user message share one turn");
-    assert_eq!(messages[0], json!({"role": "user", "content": [{"type": "text", "text": "Weather and time in Paris?"}]}));
+    assert_eq!(
+        messages.len(),
+        3,
+        "tool results and the next user message share one turn"
+    );
+    assert_eq!(
+        messages[0],
+        json!({"role": "user", "content": [{"type": "text", "text": "Weather and time in Paris?"}]})
+    );
     assert_eq!(messages[1]["role"], "assistant");
-    assert_eq!(messages[1]["content"][0], json!({"type": "text", "text": "Let me check both."}));
+    assert_eq!(
+        messages[1]["content"][0],
+        json!({"type": "text", "text": "Let me check both."})
+    );
     assert_eq!(
         messages[1]["content"][1],
         json!({"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}})
@@ -92,7 +119,10 @@ fn request_translates_system_turns_tools_and_sampling() {
     assert_eq!(messages[1]["content"][2]["input"], json!({}));
     let user = messages[2]["content"].as_array().unwrap();
     assert_eq!(messages[2]["role"], "user");
-    assert_eq!(user[0], json!({"type": "tool_result", "tool_use_id": "toolu_01", "content": "{\"temp_c\":21}"}));
+    assert_eq!(
+        user[0],
+        json!({"type": "tool_result", "tool_use_id": "toolu_01", "content": "{\"temp_c\":21}"})
+    );
     assert_eq!(
         user[1],
         json!({"type": "tool_result", "tool_use_id": "toolu_02", "content": "clock offline", "is_error": true})
@@ -102,49 +132,92 @@ fn request_translates_system_turns_tools_and_sampling() {
         user[3],
         json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})
     );
-    assert_eq!(user[4], json!({"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}));
+    assert_eq!(
+        user[4],
+        json!({"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}})
+    );
 }
 
 #[test]
 fn headers_carry_key_and_version_and_the_body_never_the_key() {
-    let req = wire().chat_request(&agent_request(), "claude", true).unwrap();
+    let req = wire()
+        .chat_request(&agent_request(), "claude", true)
+        .unwrap();
     assert_eq!(req.path, "/messages");
-    let header = |name: &str| req.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_str().unwrap().to_string());
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_str().unwrap().to_string())
+    };
     assert_eq!(header("x-api-key").as_deref(), Some(KEY));
-    assert_eq!(header("anthropic-version").as_deref(), Some(DEFAULT_VERSION));
+    assert_eq!(
+        header("anthropic-version").as_deref(),
+        Some(DEFAULT_VERSION)
+    );
     assert!(!String::from_utf8_lossy(&req.body).contains(KEY));
     let body: Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(body["stream"], true);
 
     let custom = AnthropicWire::new(Secret::new(KEY.into()), Some("2024-10-22".into()));
-    let req = custom.chat_request(&agent_request(), "claude", false).unwrap();
-    assert!(req.headers.iter().any(|(k, v)| k == "anthropic-version" && v == "2024-10-22"));
+    let req = custom
+        .chat_request(&agent_request(), "claude", false)
+        .unwrap();
+    assert!(req
+        .headers
+        .iter()
+        .any(|(k, v)| k == "anthropic-version" && v == "2024-10-22"));
 }
 
 #[test]
 fn request_max_tokens_overrides_the_default() {
-    let req = ChatRequest { max_tokens: Some(100), ..agent_request() };
+    let req = ChatRequest {
+        max_tokens: Some(100),
+        ..agent_request()
+    };
     assert_eq!(body_of(&req)["max_tokens"], 100);
 }
 
 #[test]
 fn tool_choice_maps_every_variant() {
     let choice = |tool_choice, parallel| {
-        let req = ChatRequest { tool_choice, parallel_tool_calls: parallel, ..agent_request() };
+        let req = ChatRequest {
+            tool_choice,
+            parallel_tool_calls: parallel,
+            ..agent_request()
+        };
         body_of(&req).get("tool_choice").cloned()
     };
-    assert_eq!(choice(Some(ToolChoice::Auto), None), Some(json!({"type": "auto"})));
-    assert_eq!(choice(Some(ToolChoice::None), Some(false)), Some(json!({"type": "none"})));
-    assert_eq!(choice(Some(ToolChoice::Required), None), Some(json!({"type": "any"})));
-    assert_eq!(choice(Some(ToolChoice::Tool("f".into())), None), Some(json!({"type": "tool", "name": "f"})));
-    assert_eq!(choice(None, Some(false)), Some(json!({"type": "auto", "disable_parallel_tool_use": true})));
+    assert_eq!(
+        choice(Some(ToolChoice::Auto), None),
+        Some(json!({"type": "auto"}))
+    );
+    assert_eq!(
+        choice(Some(ToolChoice::None), Some(false)),
+        Some(json!({"type": "none"}))
+    );
+    assert_eq!(
+        choice(Some(ToolChoice::Required), None),
+        Some(json!({"type": "any"}))
+    );
+    assert_eq!(
+        choice(Some(ToolChoice::Tool("f".into())), None),
+        Some(json!({"type": "tool", "name": "f"}))
+    );
+    assert_eq!(
+        choice(None, Some(false)),
+        Some(json!({"type": "auto", "disable_parallel_tool_use": true}))
+    );
     assert_eq!(choice(None, Some(true)), None);
 }
 
 #[test]
 fn consecutive_user_messages_merge_into_one_turn() {
     let req = ChatRequest {
-        messages: vec![Message::text(Role::User, "one"), Message::text(Role::User, "two")],
+        messages: vec![
+            Message::text(Role::User, "one"),
+            Message::text(Role::User, "two"),
+        ],
         ..ChatRequest::default()
     };
     let body = body_of(&req);
@@ -155,23 +228,56 @@ fn consecutive_user_messages_merge_into_one_turn() {
 #[test]
 fn unsupported_fields_are_refused_by_name() {
     let cases: Vec<(&str, ChatRequest)> = vec![
-        ("response_format", ChatRequest { response_format: Some(ResponseFormat::JsonObject), ..agent_request() }),
         (
             "response_format",
             ChatRequest {
-                response_format: Some(ResponseFormat::JsonSchema { name: "x".into(), schema: json!({}), strict: None }),
+                response_format: Some(ResponseFormat::JsonObject),
                 ..agent_request()
             },
         ),
-        ("seed", ChatRequest { seed: Some(1), ..agent_request() }),
-        ("presence_penalty", ChatRequest { presence_penalty: Some(0.5), ..agent_request() }),
-        ("frequency_penalty", ChatRequest { frequency_penalty: Some(-0.5), ..agent_request() }),
+        (
+            "response_format",
+            ChatRequest {
+                response_format: Some(ResponseFormat::JsonSchema {
+                    name: "x".into(),
+                    schema: json!({}),
+                    strict: None,
+                }),
+                ..agent_request()
+            },
+        ),
+        (
+            "seed",
+            ChatRequest {
+                seed: Some(1),
+                ..agent_request()
+            },
+        ),
+        (
+            "presence_penalty",
+            ChatRequest {
+                presence_penalty: Some(0.5),
+                ..agent_request()
+            },
+        ),
+        (
+            "frequency_penalty",
+            ChatRequest {
+                frequency_penalty: Some(-0.5),
+                ..agent_request()
+            },
+        ),
     ];
     for (field, req) in cases {
         let err = wire().chat_request(&req, "claude", false).unwrap_err();
         assert_eq!(err.status(), 400, "{field}");
         assert_eq!(err.param.as_deref(), Some(field));
-        assert!(err.message.contains("not supported by provider kind anthropic"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("not supported by provider kind anthropic"),
+            "{}",
+            err.message
+        );
     }
     let harmless = ChatRequest {
         response_format: Some(ResponseFormat::Text),
@@ -198,17 +304,29 @@ fn invalid_tool_arguments_are_refused_naming_the_message() {
 fn images_in_system_and_tool_messages_without_ids_are_refused() {
     let mut system = Message::text(Role::System, "see");
     system.content.push(ContentPart::Image {
-        source: ImageSource::Url { url: "https://example.com/a.png".into() },
+        source: ImageSource::Url {
+            url: "https://example.com/a.png".into(),
+        },
         detail: None,
     });
     let err = wire()
-        .chat_request(&ChatRequest { messages: vec![system], ..ChatRequest::default() }, "claude", false)
+        .chat_request(
+            &ChatRequest {
+                messages: vec![system],
+                ..ChatRequest::default()
+            },
+            "claude",
+            false,
+        )
         .unwrap_err();
     assert_eq!(err.param.as_deref(), Some("messages[0].content"));
 
     let err = wire()
         .chat_request(
-            &ChatRequest { messages: vec![Message::text(Role::Tool, "x")], ..ChatRequest::default() },
+            &ChatRequest {
+                messages: vec![Message::text(Role::Tool, "x")],
+                ..ChatRequest::default()
+            },
             "claude",
             false,
         )
@@ -239,10 +357,18 @@ fn parses_text_tool_use_and_cache_usage() {
     assert_eq!(response.tool_calls.len(), 1);
     assert_eq!(response.tool_calls[0].id, "toolu_01A09q90qw90lq917835lq9");
     let args: Value = serde_json::from_str(&response.tool_calls[0].arguments).unwrap();
-    assert_eq!(args, json!({"location": "San Francisco, CA", "unit": "celsius"}));
+    assert_eq!(
+        args,
+        json!({"location": "San Francisco, CA", "unit": "celsius"})
+    );
     assert_eq!(
         response.usage,
-        Usage { input_tokens: 2572, output_tokens: 89, cached_input_tokens: 2000, estimated: false }
+        Usage {
+            input_tokens: 2572,
+            output_tokens: 89,
+            cached_input_tokens: 2000,
+            estimated: false
+        }
     );
 }
 
@@ -273,12 +399,20 @@ fn stop_reasons_map_to_canonical() {
 
 #[test]
 fn garbage_bodies_and_error_bodies_are_bad_gateway() {
-    for body in [&b"<html>oops</html>"[..], b"", b"{\"content\": 3}", b"{\"id\":\"x\"}", b"null"] {
+    for body in [
+        &b"<html>oops</html>"[..],
+        b"",
+        b"{\"content\": 3}",
+        b"{\"id\":\"x\"}",
+        b"null",
+    ] {
         let err = wire().parse_chat(body).unwrap_err();
         assert_eq!(err.status(), 502, "{}", String::from_utf8_lossy(body));
     }
     let err = wire()
-        .parse_chat(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)
+        .parse_chat(
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        )
         .unwrap_err();
     assert_eq!(err.status(), 502);
     assert!(err.message.contains("Overloaded"));
@@ -288,7 +422,13 @@ fn decode_all(frames: &[(&str, &str)]) -> Result<Vec<StreamEvent>, GatewayError>
     let mut decoder = wire().stream_decoder("claude-3-5-haiku");
     let mut out = Vec::new();
     for (event, data) in frames {
-        decoder.decode(&SseEvent { event: (*event).into(), data: (*data).into() }, &mut out)?;
+        decoder.decode(
+            &SseEvent {
+                event: (*event).into(),
+                data: (*data).into(),
+            },
+            &mut out,
+        )?;
     }
     decoder.finish(&mut out)?;
     Ok(out)
@@ -315,15 +455,39 @@ fn decodes_a_text_and_tool_use_stream_event_by_event() {
     assert_eq!(
         events,
         vec![
-            StreamEvent::Start { id: "msg_014p7gG3wDgGV9EUtLvnow3U".into(), model: "claude-3-5-haiku-20241022".into() },
-            StreamEvent::TextDelta { text: "Okay, let's check".into() },
-            StreamEvent::TextDelta { text: " the weather.".into() },
-            StreamEvent::ToolCallStart { index: 0, id: "toolu_01T1x1fJ34qAmk2tNTrN7Up6".into(), name: "get_weather".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: "{\"location\":".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: " \"San Francisco\"}".into() },
-            StreamEvent::Finish { reason: FinishReason::ToolCalls },
+            StreamEvent::Start {
+                id: "msg_014p7gG3wDgGV9EUtLvnow3U".into(),
+                model: "claude-3-5-haiku-20241022".into()
+            },
+            StreamEvent::TextDelta {
+                text: "Okay, let's check".into()
+            },
+            StreamEvent::TextDelta {
+                text: " the weather.".into()
+            },
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "toolu_01T1x1fJ34qAmk2tNTrN7Up6".into(),
+                name: "get_weather".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"location\":".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: " \"San Francisco\"}".into()
+            },
+            StreamEvent::Finish {
+                reason: FinishReason::ToolCalls
+            },
             StreamEvent::Usage {
-                usage: Usage { input_tokens: 572, output_tokens: 89, cached_input_tokens: 100, estimated: false }
+                usage: Usage {
+                    input_tokens: 572,
+                    output_tokens: 89,
+                    cached_input_tokens: 100,
+                    estimated: false
+                }
             },
         ]
     );
@@ -337,7 +501,11 @@ fn an_error_event_fails_the_stream() {
     ])
     .unwrap_err();
     assert_eq!(err.status(), 502);
-    assert!(err.message.contains("overloaded_error") && err.message.contains("Overloaded"), "{}", err.message);
+    assert!(
+        err.message.contains("overloaded_error") && err.message.contains("Overloaded"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -356,4 +524,15 @@ fn a_garbage_stream_frame_is_bad_gateway() {
     let err = decode_all(&[("message_start", "{{{")]).unwrap_err();
     assert_eq!(err.status(), 502);
     assert!(err.message.contains("unparseable"));
+}
+
+proptest::proptest! {
+    #[test]
+    fn truncated_or_arbitrary_frames_never_panic(cut in 0usize..300, junk in "\\PC{0,40}") {
+        let frame = r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}}"#;
+        let cut = (0..=cut.min(frame.len())).rev().find(|i| frame.is_char_boundary(*i)).unwrap_or(0);
+        let _ = decode_all(&[("content_block_start", &frame[..cut]), ("message_delta", &junk)]);
+        let _ = wire().parse_chat(frame[..cut].as_bytes());
+        let _ = wire().parse_chat(junk.as_bytes());
+    }
 }

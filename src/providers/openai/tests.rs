@@ -27,11 +27,16 @@ fn agent_request() -> ChatRequest {
     tool.tool_call_id = Some("call_abc".into());
     let mut look = user("what is in this picture?");
     look.content.push(ContentPart::Image {
-        source: ImageSource::Url { url: "https://example.com/cat.png".into() },
+        source: ImageSource::Url {
+            url: "https://example.com/cat.png".into(),
+        },
         detail: Some("low".into()),
     });
     look.content.push(ContentPart::Image {
-        source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0KGgo=".into() },
+        source: ImageSource::Base64 {
+            media_type: "image/png".into(),
+            data: "iVBORw0KGgo=".into(),
+        },
         detail: None,
     });
     ChatRequest {
@@ -70,7 +75,9 @@ fn agent_request() -> ChatRequest {
 
 #[test]
 fn request_translates_every_field_and_asks_for_stream_usage() {
-    let req = wire().chat_request(&agent_request(), "gpt-4o-mini-2024-07-18", true).unwrap();
+    let req = wire()
+        .chat_request(&agent_request(), "gpt-4o-mini-2024-07-18", true)
+        .unwrap();
     assert_eq!(req.path, "/chat/completions");
     let body = body_json(&req);
     assert_eq!(body["model"], "gpt-4o-mini-2024-07-18");
@@ -85,32 +92,64 @@ fn request_translates_every_field_and_asks_for_stream_usage() {
     assert_eq!(body["frequency_penalty"], 0.3);
     assert_eq!(body["user"], "user-42");
     assert_eq!(body["parallel_tool_calls"], false);
-    assert_eq!(body["tool_choice"], json!({"type": "function", "function": {"name": "get_weather"}}));
+    assert_eq!(
+        body["tool_choice"],
+        json!({"type": "function", "function": {"name": "get_weather"}})
+    );
     assert_eq!(body["response_format"]["type"], "json_schema");
     assert_eq!(body["response_format"]["json_schema"]["name"], "answer");
     assert_eq!(body["response_format"]["json_schema"]["strict"], true);
     assert_eq!(body["tools"][0]["type"], "function");
     assert_eq!(body["tools"][0]["function"]["name"], "get_weather");
-    assert_eq!(body["tools"][0]["function"]["description"], "Current weather");
-    assert_eq!(body["tools"][0]["function"]["parameters"]["required"], json!(["city"]));
+    assert_eq!(
+        body["tools"][0]["function"]["description"],
+        "Current weather"
+    );
+    assert_eq!(
+        body["tools"][0]["function"]["parameters"]["required"],
+        json!(["city"])
+    );
 
     let messages = body["messages"].as_array().unwrap();
-    assert_eq!(messages[0], json!({"role": "system", "content": "You are terse."}));
-    assert_eq!(messages[1], json!({"role": "user", "content": "Weather in Paris?"}));
+    assert_eq!(
+        messages[0],
+        json!({"role": "system", "content": "You are terse."})
+    );
+    assert_eq!(
+        messages[1],
+        json!({"role": "user", "content": "Weather in Paris?"})
+    );
     assert_eq!(messages[2]["role"], "assistant");
     assert_eq!(messages[2]["content"], Value::Null);
     assert_eq!(messages[2]["tool_calls"][0]["id"], "call_abc");
-    assert_eq!(messages[2]["tool_calls"][0]["function"]["arguments"], r#"{"city":"Paris"}"#);
-    assert_eq!(messages[3], json!({"role": "tool", "content": "{\"temp_c\":21}", "tool_call_id": "call_abc"}));
+    assert_eq!(
+        messages[2]["tool_calls"][0]["function"]["arguments"],
+        r#"{"city":"Paris"}"#
+    );
+    assert_eq!(
+        messages[3],
+        json!({"role": "tool", "content": "{\"temp_c\":21}", "tool_call_id": "call_abc"})
+    );
     let parts = messages[4]["content"].as_array().unwrap();
-    assert_eq!(parts[0], json!({"type": "text", "text": "what is in this picture?"}));
-    assert_eq!(parts[1]["image_url"], json!({"url": "https://example.com/cat.png", "detail": "low"}));
-    assert_eq!(parts[2]["image_url"], json!({"url": "data:image/png;base64,iVBORw0KGgo="}));
+    assert_eq!(
+        parts[0],
+        json!({"type": "text", "text": "what is in this picture?"})
+    );
+    assert_eq!(
+        parts[1]["image_url"],
+        json!({"url": "https://example.com/cat.png", "detail": "low"})
+    );
+    assert_eq!(
+        parts[2]["image_url"],
+        json!({"url": "data:image/png;base64,iVBORw0KGgo="})
+    );
 }
 
 #[test]
 fn api_key_goes_only_into_the_authorization_header() {
-    let req = wire().chat_request(&agent_request(), "gpt-4o", false).unwrap();
+    let req = wire()
+        .chat_request(&agent_request(), "gpt-4o", false)
+        .unwrap();
     assert_eq!(req.headers.len(), 1);
     assert_eq!(req.headers[0].0, http::header::AUTHORIZATION);
     assert_eq!(req.headers[0].1.to_str().unwrap(), format!("Bearer {KEY}"));
@@ -121,7 +160,9 @@ fn api_key_goes_only_into_the_authorization_header() {
 
 #[test]
 fn non_streaming_request_has_no_stream_fields() {
-    let req = wire().chat_request(&agent_request(), "gpt-4o", false).unwrap();
+    let req = wire()
+        .chat_request(&agent_request(), "gpt-4o", false)
+        .unwrap();
     let body = body_json(&req);
     assert!(body.get("stream").is_none());
     assert!(body.get("stream_options").is_none());
@@ -130,7 +171,9 @@ fn non_streaming_request_has_no_stream_fields() {
 #[test]
 fn empty_key_sends_no_authorization_header() {
     let wire = OpenAiWire::new(Secret::new(String::new()));
-    let req = wire.chat_request(&agent_request(), "llama3", false).unwrap();
+    let req = wire
+        .chat_request(&agent_request(), "llama3", false)
+        .unwrap();
     assert!(req.headers.is_empty());
 }
 
@@ -141,17 +184,24 @@ fn top_k_is_refused_naming_the_field() {
     let err = wire().chat_request(&req, "gpt-4o", false).unwrap_err();
     assert_eq!(err.status(), 400);
     assert_eq!(err.param.as_deref(), Some("top_k"));
-    assert!(err.message.contains("not supported by provider kind openai"));
+    assert!(err
+        .message
+        .contains("not supported by provider kind openai"));
 }
 
 #[test]
 fn image_in_a_system_message_is_refused() {
     let mut system = Message::text(Role::System, "look");
     system.content.push(ContentPart::Image {
-        source: ImageSource::Url { url: "https://example.com/x.png".into() },
+        source: ImageSource::Url {
+            url: "https://example.com/x.png".into(),
+        },
         detail: None,
     });
-    let req = ChatRequest { messages: vec![system], ..ChatRequest::default() };
+    let req = ChatRequest {
+        messages: vec![system],
+        ..ChatRequest::default()
+    };
     let err = wire().chat_request(&req, "gpt-4o", false).unwrap_err();
     assert_eq!(err.status(), 400);
     assert_eq!(err.param.as_deref(), Some("messages[0].content"));
@@ -159,7 +209,10 @@ fn image_in_a_system_message_is_refused() {
 
 #[test]
 fn tool_message_without_call_id_is_refused() {
-    let req = ChatRequest { messages: vec![Message::text(Role::Tool, "42")], ..ChatRequest::default() };
+    let req = ChatRequest {
+        messages: vec![Message::text(Role::Tool, "42")],
+        ..ChatRequest::default()
+    };
     let err = wire().chat_request(&req, "gpt-4o", false).unwrap_err();
     assert_eq!(err.param.as_deref(), Some("messages[0].tool_call_id"));
 }
@@ -192,7 +245,12 @@ fn parses_a_text_response_with_cached_usage() {
     assert_eq!(response.finish_reason, FinishReason::Stop);
     assert_eq!(
         response.usage,
-        Usage { input_tokens: 1117, output_tokens: 46, cached_input_tokens: 1024, estimated: false }
+        Usage {
+            input_tokens: 1117,
+            output_tokens: 46,
+            cached_input_tokens: 1024,
+            estimated: false
+        }
     );
 }
 
@@ -242,7 +300,13 @@ fn missing_usage_leaves_zero_counts_for_the_caller_to_estimate() {
 
 #[test]
 fn garbage_and_shapeless_bodies_are_bad_gateway() {
-    for body in [&b"<html>502</html>"[..], b"", b"{\"choices\": 5}", b"{\"choices\": []}", b"[1,2]"] {
+    for body in [
+        &b"<html>502</html>"[..],
+        b"",
+        b"{\"choices\": 5}",
+        b"{\"choices\": []}",
+        b"[1,2]",
+    ] {
         let err = wire().parse_chat(body).unwrap_err();
         assert_eq!(err.status(), 502, "{}", String::from_utf8_lossy(body));
         assert!(err.retryable());
@@ -251,7 +315,9 @@ fn garbage_and_shapeless_bodies_are_bad_gateway() {
 
 #[test]
 fn an_error_object_in_a_success_body_is_bad_gateway() {
-    let err = wire().parse_chat(br#"{"error":{"message":"model overloaded","type":"server_error"}}"#).unwrap_err();
+    let err = wire()
+        .parse_chat(br#"{"error":{"message":"model overloaded","type":"server_error"}}"#)
+        .unwrap_err();
     assert_eq!(err.status(), 502);
     assert!(err.message.contains("model overloaded"));
 }
@@ -260,7 +326,13 @@ fn decode_all(frames: &[&str]) -> Result<Vec<StreamEvent>, GatewayError> {
     let mut decoder = wire().stream_decoder("gpt-4o-mini");
     let mut out = Vec::new();
     for data in frames {
-        decoder.decode(&SseEvent { event: String::new(), data: (*data).to_string() }, &mut out)?;
+        decoder.decode(
+            &SseEvent {
+                event: String::new(),
+                data: (*data).to_string(),
+            },
+            &mut out,
+        )?;
     }
     decoder.finish(&mut out)?;
     Ok(out)
@@ -281,12 +353,26 @@ fn decodes_a_text_stream_with_empty_choice_chunks_and_trailing_usage() {
     assert_eq!(
         events,
         vec![
-            StreamEvent::Start { id: "chatcmpl-123".into(), model: "gpt-4o-mini-2024-07-18".into() },
-            StreamEvent::TextDelta { text: "Hello".into() },
-            StreamEvent::TextDelta { text: " world".into() },
-            StreamEvent::Finish { reason: FinishReason::Stop },
+            StreamEvent::Start {
+                id: "chatcmpl-123".into(),
+                model: "gpt-4o-mini-2024-07-18".into()
+            },
+            StreamEvent::TextDelta {
+                text: "Hello".into()
+            },
+            StreamEvent::TextDelta {
+                text: " world".into()
+            },
+            StreamEvent::Finish {
+                reason: FinishReason::Stop
+            },
             StreamEvent::Usage {
-                usage: Usage { input_tokens: 9, output_tokens: 2, cached_input_tokens: 0, estimated: false }
+                usage: Usage {
+                    input_tokens: 9,
+                    output_tokens: 2,
+                    cached_input_tokens: 0,
+                    estimated: false
+                }
             },
         ]
     );
@@ -296,12 +382,24 @@ fn decodes_a_text_stream_with_empty_choice_chunks_and_trailing_usage() {
 fn decodes_parallel_tool_call_deltas() {
     let head = r#""id":"chatcmpl-t","object":"chat.completion.chunk","created":1,"model":"gpt-4o""#;
     let frames = [
-        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":null,"tool_calls":[{{"index":0,"id":"call_a","type":"function","function":{{"name":"get_weather","arguments":""}}}}]}},"finish_reason":null}}]}}"#),
-        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"{{\"city\":"}}}}]}},"finish_reason":null}}]}}"#),
-        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"\"Paris\"}}"}}}}]}},"finish_reason":null}}]}}"#),
-        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":1,"id":"call_b","type":"function","function":{{"name":"get_time","arguments":"{{}}"}}}}]}},"finish_reason":null}}]}}"#),
-        format!(r#"{{{head},"choices":[{{"index":0,"delta":{{}},"finish_reason":"tool_calls"}}]}}"#),
-        format!(r#"{{{head},"choices":[],"usage":{{"prompt_tokens":50,"completion_tokens":20,"total_tokens":70}}}}"#),
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":null,"tool_calls":[{{"index":0,"id":"call_a","type":"function","function":{{"name":"get_weather","arguments":""}}}}]}},"finish_reason":null}}]}}"#
+        ),
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"{{\"city\":"}}}}]}},"finish_reason":null}}]}}"#
+        ),
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"\"Paris\"}}"}}}}]}},"finish_reason":null}}]}}"#
+        ),
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":1,"id":"call_b","type":"function","function":{{"name":"get_time","arguments":"{{}}"}}}}]}},"finish_reason":null}}]}}"#
+        ),
+        format!(
+            r#"{{{head},"choices":[{{"index":0,"delta":{{}},"finish_reason":"tool_calls"}}]}}"#
+        ),
+        format!(
+            r#"{{{head},"choices":[],"usage":{{"prompt_tokens":50,"completion_tokens":20,"total_tokens":70}}}}"#
+        ),
         "[DONE]".to_string(),
     ];
     let frames: Vec<&str> = frames.iter().map(String::as_str).collect();
@@ -309,15 +407,42 @@ fn decodes_parallel_tool_call_deltas() {
     assert_eq!(
         events,
         vec![
-            StreamEvent::Start { id: "chatcmpl-t".into(), model: "gpt-4o".into() },
-            StreamEvent::ToolCallStart { index: 0, id: "call_a".into(), name: "get_weather".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: "{\"city\":".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: "\"Paris\"}".into() },
-            StreamEvent::ToolCallStart { index: 1, id: "call_b".into(), name: "get_time".into() },
-            StreamEvent::ToolCallDelta { index: 1, arguments: "{}".into() },
-            StreamEvent::Finish { reason: FinishReason::ToolCalls },
+            StreamEvent::Start {
+                id: "chatcmpl-t".into(),
+                model: "gpt-4o".into()
+            },
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "call_a".into(),
+                name: "get_weather".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"city\":".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "\"Paris\"}".into()
+            },
+            StreamEvent::ToolCallStart {
+                index: 1,
+                id: "call_b".into(),
+                name: "get_time".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 1,
+                arguments: "{}".into()
+            },
+            StreamEvent::Finish {
+                reason: FinishReason::ToolCalls
+            },
             StreamEvent::Usage {
-                usage: Usage { input_tokens: 50, output_tokens: 20, cached_input_tokens: 0, estimated: false }
+                usage: Usage {
+                    input_tokens: 50,
+                    output_tokens: 20,
+                    cached_input_tokens: 0,
+                    estimated: false
+                }
             },
         ]
     );
@@ -332,8 +457,21 @@ fn a_tool_name_arriving_late_holds_back_the_start() {
         "[DONE]",
     ])
     .unwrap();
-    assert_eq!(events[1], StreamEvent::ToolCallStart { index: 0, id: "call_x".into(), name: "f".into() });
-    assert_eq!(events[2], StreamEvent::ToolCallDelta { index: 0, arguments: "{\"a\":1}".into() });
+    assert_eq!(
+        events[1],
+        StreamEvent::ToolCallStart {
+            index: 0,
+            id: "call_x".into(),
+            name: "f".into()
+        }
+    );
+    assert_eq!(
+        events[2],
+        StreamEvent::ToolCallDelta {
+            index: 0,
+            arguments: "{\"a\":1}".into()
+        }
+    );
 }
 
 #[test]
@@ -349,7 +487,9 @@ fn an_error_frame_fails_the_stream_with_its_message() {
 
 #[test]
 fn a_stream_cut_before_finish_is_an_error() {
-    let err = decode_all(&[r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#]).unwrap_err();
+    let err =
+        decode_all(&[r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#])
+            .unwrap_err();
     assert_eq!(err.status(), 502);
     assert!(err.message.contains("ended early"));
 }
@@ -361,7 +501,12 @@ fn a_stream_without_done_but_with_finish_still_emits_usage() {
     ])
     .unwrap();
     assert_eq!(events.len(), 4);
-    assert_eq!(events[2], StreamEvent::Finish { reason: FinishReason::Length });
+    assert_eq!(
+        events[2],
+        StreamEvent::Finish {
+            reason: FinishReason::Length
+        }
+    );
     assert!(matches!(events[3], StreamEvent::Usage { usage } if usage.input_tokens == 3));
 }
 
@@ -379,7 +524,9 @@ fn embeddings_request_and_response_keep_input_order() {
         dimensions: Some(256),
         end_user: None,
     };
-    let wire_req = wire().embeddings_request(&req, "text-embedding-3-small").unwrap();
+    let wire_req = wire()
+        .embeddings_request(&req, "text-embedding-3-small")
+        .unwrap();
     assert_eq!(wire_req.path, "/embeddings");
     let body = body_json(&wire_req);
     assert_eq!(body["model"], "text-embedding-3-small");
@@ -403,9 +550,29 @@ fn embeddings_request_and_response_keep_input_order() {
 
 #[test]
 fn data_urls_split_into_media_type_and_payload() {
-    assert_eq!(parse_data_url("data:image/png;base64,AAAA"), Some(("image/png", "AAAA")));
-    assert_eq!(parse_data_url("data:image/jpeg;name=x.jpg;base64,BB"), Some(("image/jpeg", "BB")));
-    assert_eq!(parse_data_url("data:;base64,CC"), Some(("application/octet-stream", "CC")));
+    assert_eq!(
+        parse_data_url("data:image/png;base64,AAAA"),
+        Some(("image/png", "AAAA"))
+    );
+    assert_eq!(
+        parse_data_url("data:image/jpeg;name=x.jpg;base64,BB"),
+        Some(("image/jpeg", "BB"))
+    );
+    assert_eq!(
+        parse_data_url("data:;base64,CC"),
+        Some(("application/octet-stream", "CC"))
+    );
     assert_eq!(parse_data_url("data:text/plain,hello"), None);
     assert_eq!(parse_data_url("https://x/y.png"), None);
+}
+
+proptest::proptest! {
+    #[test]
+    fn truncated_or_arbitrary_frames_never_panic(cut in 0usize..400, junk in "\\PC{0,40}") {
+        let frame = r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi","tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#;
+        let cut = (0..=cut.min(frame.len())).rev().find(|i| frame.is_char_boundary(*i)).unwrap_or(0);
+        let _ = decode_all(&[&frame[..cut], &junk, "[DONE]"]);
+        let _ = wire().parse_chat(frame[..cut].as_bytes());
+        let _ = wire().parse_chat(junk.as_bytes());
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod canonical;
 pub mod config;
+pub mod dialect;
 pub mod error;
 pub mod providers;
 pub mod tokens;

@@ -1,37 +1,680 @@
-//! The `anthropic` wire adapter (stub: being written).
+//! The `anthropic` wire adapter: the Messages API (`POST /messages`), plain and streamed.
+//!
+//! Translation choices worth knowing:
+//! - system messages (wherever they sit) become the top-level `system` text, joined by blank
+//!   lines; images there are refused, since `system` holds text only;
+//! - Anthropic requires strictly alternating turns, so tool results become `tool_result`
+//!   blocks in a user turn, and consecutive same-role turns (tool results followed by the
+//!   user's next words, two user messages in a row …) are merged into one;
+//! - `max_tokens` is required by Anthropic: `req.max_tokens` or [`DEFAULT_MAX_TOKENS`];
+//! - fields Anthropic cannot honour are refused with a 400 naming them: `response_format`
+//!   (JSON modes), `seed`, and non-zero `presence_penalty` / `frequency_penalty` (a zero
+//!   penalty is the default, a no-op, and is accepted).
 
-use super::{StreamDecoder, Wire, WireRequest};
-use crate::canonical::{ChatRequest, ChatResponse};
+use super::openai::parse_data_url;
+use super::sse::SseEvent;
+use super::{header_value, unparseable, StreamDecoder, Wire, WireRequest};
+use crate::canonical::{
+    ChatRequest, ChatResponse, ContentPart, FinishReason, ImageSource, Message, ResponseFormat,
+    Role, StreamEvent, ToolCall, ToolChoice, Usage,
+};
 use crate::config::Secret;
-use crate::error::GatewayError;
+use crate::error::{ErrorCode, GatewayError};
+use http::HeaderName;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-/// Translation between canonical types and the anthropic wire format.
+const KIND: &str = "anthropic";
+
+/// The `anthropic-version` sent when the provider config names none.
+pub const DEFAULT_VERSION: &str = "2023-06-01";
+
+/// The `max_tokens` sent when the request names none (Anthropic requires one).
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// Translation between canonical types and the Anthropic Messages wire format.
 pub struct AnthropicWire {
     key: Secret<String>,
+    version: String,
 }
 
 impl AnthropicWire {
-    /// An adapter sending `key`.
-    pub fn new(key: Secret<String>, _version: Option<String>) -> Self {
-        AnthropicWire { key }
+    /// An adapter sending `key` as `x-api-key` and `version` (default [`DEFAULT_VERSION`])
+    /// as `anthropic-version`.
+    pub fn new(key: Secret<String>, version: Option<String>) -> Self {
+        AnthropicWire {
+            key,
+            version: version.unwrap_or_else(|| DEFAULT_VERSION.to_string()),
+        }
     }
+}
+
+// ---------- request body ----------
+
+#[derive(Serialize)]
+struct MessagesBody<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<Block<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text {
+        text: &'a str,
+    },
+    Image {
+        source: ImageSrc<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<ToolResultContent<'a>>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolResultContent<'a> {
+    Text(String),
+    Blocks(Vec<Block<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSrc<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
+fn unsupported(field: &str) -> GatewayError {
+    GatewayError::invalid(
+        field,
+        format!("{field} is not supported by provider kind {KIND}"),
+    )
+}
+
+fn image_block(source: &ImageSource, at: usize) -> Result<Block<'_>, GatewayError> {
+    let source = match source {
+        ImageSource::Base64 { media_type, data } => ImageSrc::Base64 { media_type, data },
+        ImageSource::Url { url } if url.starts_with("data:") => {
+            let (media_type, data) = parse_data_url(url).ok_or_else(|| {
+                GatewayError::invalid(
+                    format!("messages[{at}].content"),
+                    "only base64 data: urls are supported for images",
+                )
+            })?;
+            ImageSrc::Base64 { media_type, data }
+        }
+        ImageSource::Url { url } => ImageSrc::Url { url },
+    };
+    Ok(Block::Image { source })
+}
+
+/// Text and image parts as blocks; empty text parts are dropped (Anthropic refuses them).
+fn content_blocks(message: &Message, at: usize) -> Result<Vec<Block<'_>>, GatewayError> {
+    let mut blocks = Vec::with_capacity(message.content.len() + message.tool_calls.len());
+    for part in &message.content {
+        match part {
+            ContentPart::Text { text } if text.is_empty() => {}
+            ContentPart::Text { text } => blocks.push(Block::Text { text }),
+            ContentPart::Image { source, .. } => blocks.push(image_block(source, at)?),
+        }
+    }
+    Ok(blocks)
+}
+
+fn tool_use_block(call: &ToolCall, at: usize) -> Result<Block<'_>, GatewayError> {
+    let input = if call.arguments.trim().is_empty() {
+        json!({})
+    } else {
+        serde_json::from_str::<Value>(&call.arguments).map_err(|err| {
+            GatewayError::invalid(
+                format!("messages[{at}].tool_calls"),
+                format!(
+                    "arguments of tool call `{}` are not valid JSON: {err}",
+                    call.id
+                ),
+            )
+        })?
+    };
+    if !input.is_object() {
+        return Err(GatewayError::invalid(
+            format!("messages[{at}].tool_calls"),
+            format!("arguments of tool call `{}` must be a JSON object", call.id),
+        ));
+    }
+    Ok(Block::ToolUse {
+        id: &call.id,
+        name: &call.name,
+        input,
+    })
+}
+
+fn tool_result_block(message: &Message, at: usize) -> Result<Block<'_>, GatewayError> {
+    let tool_use_id = message.tool_call_id.as_deref().ok_or_else(|| {
+        GatewayError::invalid(
+            format!("messages[{at}].tool_call_id"),
+            "a tool message needs tool_call_id",
+        )
+    })?;
+    let has_image = message
+        .content
+        .iter()
+        .any(|p| matches!(p, ContentPart::Image { .. }));
+    let content = if has_image {
+        Some(ToolResultContent::Blocks(content_blocks(message, at)?))
+    } else {
+        Some(message.joined_text())
+            .filter(|t| !t.is_empty())
+            .map(ToolResultContent::Text)
+    };
+    Ok(Block::ToolResult {
+        tool_use_id,
+        content,
+        is_error: message.is_error,
+    })
+}
+
+/// The top-level `system` text and the alternating turns.
+fn turns(req: &ChatRequest) -> Result<(Option<String>, Vec<Turn<'_>>), GatewayError> {
+    let mut system = String::new();
+    let mut turns: Vec<Turn<'_>> = Vec::with_capacity(req.messages.len());
+    for (at, message) in req.messages.iter().enumerate() {
+        let (role, blocks) = match message.role {
+            Role::System => {
+                if message
+                    .content
+                    .iter()
+                    .any(|p| matches!(p, ContentPart::Image { .. }))
+                {
+                    return Err(GatewayError::invalid(
+                        format!("messages[{at}].content"),
+                        format!(
+                            "images in system messages are not supported by provider kind {KIND}"
+                        ),
+                    ));
+                }
+                let text = message.joined_text();
+                if !text.is_empty() {
+                    if !system.is_empty() {
+                        system.push_str("\n\n");
+                    }
+                    system.push_str(&text);
+                }
+                continue;
+            }
+            Role::User => ("user", content_blocks(message, at)?),
+            Role::Tool => ("user", vec![tool_result_block(message, at)?]),
+            Role::Assistant => {
+                let mut blocks = content_blocks(message, at)?;
+                for call in &message.tool_calls {
+                    blocks.push(tool_use_block(call, at)?);
+                }
+                ("assistant", blocks)
+            }
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => turns.push(Turn {
+                role,
+                content: blocks,
+            }),
+        }
+    }
+    Ok((Some(system).filter(|s| !s.is_empty()), turns))
+}
+
+fn tool_choice(req: &ChatRequest) -> Option<Value> {
+    let mut choice = match &req.tool_choice {
+        Some(ToolChoice::None) => return Some(json!({"type": "none"})),
+        Some(ToolChoice::Auto) => json!({"type": "auto"}),
+        Some(ToolChoice::Required) => json!({"type": "any"}),
+        Some(ToolChoice::Tool(name)) => json!({"type": "tool", "name": name}),
+        None if req.parallel_tool_calls == Some(false) && !req.tools.is_empty() => {
+            json!({"type": "auto"})
+        }
+        None => return None,
+    };
+    if req.parallel_tool_calls == Some(false) {
+        if let Some(map) = choice.as_object_mut() {
+            map.insert("disable_parallel_tool_use".into(), Value::Bool(true));
+        }
+    }
+    Some(choice)
+}
+
+fn refuse_unsupported(req: &ChatRequest) -> Result<(), GatewayError> {
+    if matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+    ) {
+        return Err(unsupported("response_format"));
+    }
+    if req.seed.is_some() {
+        return Err(unsupported("seed"));
+    }
+    if req.presence_penalty.is_some_and(|p| p != 0.0) {
+        return Err(unsupported("presence_penalty"));
+    }
+    if req.frequency_penalty.is_some_and(|p| p != 0.0) {
+        return Err(unsupported("frequency_penalty"));
+    }
+    Ok(())
+}
+
+// ---------- response shapes ----------
+
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<String>,
+    model: Option<String>,
+    content: Option<Vec<ResponseBlock>>,
+    stop_reason: Option<String>,
+    usage: Option<WireUsage>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ResponseBlock {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    /// Thinking, server tool and future blocks carry nothing for the canonical answer.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct WireUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    /// Canonical input counts every input token, cached or not; `cached` is the cache reads.
+    fn canonical(&self) -> Usage {
+        let cached = self.cache_read_input_tokens.unwrap_or(0);
+        Usage {
+            input_tokens: self.input_tokens.unwrap_or(0)
+                + cached
+                + self.cache_creation_input_tokens.unwrap_or(0),
+            output_tokens: self.output_tokens.unwrap_or(0),
+            cached_input_tokens: cached,
+            estimated: false,
+        }
+    }
+
+    /// Later counts win field by field (`message_delta` over `message_start`).
+    fn update(&mut self, later: &WireUsage) {
+        self.input_tokens = later.input_tokens.or(self.input_tokens);
+        self.output_tokens = later.output_tokens.or(self.output_tokens);
+        self.cache_creation_input_tokens = later
+            .cache_creation_input_tokens
+            .or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = later
+            .cache_read_input_tokens
+            .or(self.cache_read_input_tokens);
+    }
+}
+
+fn map_stop(reason: &str) -> FinishReason {
+    match reason {
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "stop_sequence" => FinishReason::StopSequence,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn error_frame(error: Option<&Value>) -> GatewayError {
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error");
+    let kind = error
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("error");
+    GatewayError::upstream(
+        ErrorCode::BadGateway,
+        format!("{KIND} provider reported an error ({kind}): {message}"),
+    )
+}
+
+fn generated_id() -> String {
+    format!("msg_{}", uuid::Uuid::new_v4().simple())
 }
 
 impl Wire for AnthropicWire {
     fn kind(&self) -> &'static str {
-        "anthropic"
+        KIND
     }
 
-    fn chat_request(&self, _req: &ChatRequest, _upstream_model: &str, _stream: bool) -> Result<WireRequest, GatewayError> {
-        let _ = &self.key;
-        Err(GatewayError::internal("not implemented"))
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+        stream: bool,
+    ) -> Result<WireRequest, GatewayError> {
+        refuse_unsupported(req)?;
+        let (system, messages) = turns(req)?;
+        let tools = req
+            .tools
+            .iter()
+            .map(|tool| {
+                let mut spec = json!({"name": tool.name, "input_schema": tool.parameters});
+                if let (Some(description), Some(map)) = (&tool.description, spec.as_object_mut()) {
+                    map.insert("description".into(), Value::String(description.clone()));
+                }
+                spec
+            })
+            .collect();
+        let body = MessagesBody {
+            model: upstream_model,
+            max_tokens: req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            system,
+            messages,
+            tools,
+            tool_choice: tool_choice(req),
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: req.top_k,
+            stop_sequences: &req.stop,
+            metadata: req.end_user.as_ref().map(|user| json!({"user_id": user})),
+            stream,
+        };
+        let body = serde_json::to_vec(&body)
+            .map_err(|err| GatewayError::internal(format!("cannot encode body: {err}")))?;
+        let mut key = header_value(self.key.expose())?;
+        key.set_sensitive(true);
+        Ok(WireRequest {
+            path: "/messages".into(),
+            headers: vec![
+                (HeaderName::from_static("x-api-key"), key),
+                (
+                    HeaderName::from_static("anthropic-version"),
+                    header_value(&self.version)?,
+                ),
+            ],
+            body,
+        })
     }
 
-    fn parse_chat(&self, _body: &[u8]) -> Result<ChatResponse, GatewayError> {
-        Err(GatewayError::internal("not implemented"))
+    fn parse_chat(&self, body: &[u8]) -> Result<ChatResponse, GatewayError> {
+        let message: WireMessage =
+            serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
+        if message.kind.as_deref() == Some("error") || message.error.is_some() {
+            return Err(error_frame(message.error.as_ref()));
+        }
+        let blocks = message
+            .content
+            .ok_or_else(|| unparseable(KIND, "the response has no content"))?;
+        let mut text = String::new();
+        let mut tool_calls = Vec::new();
+        for block in blocks {
+            match block {
+                ResponseBlock::Text { text: t } => text.push_str(&t),
+                ResponseBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments: if input.is_null() {
+                        "{}".into()
+                    } else {
+                        input.to_string()
+                    },
+                }),
+                ResponseBlock::Other => {}
+            }
+        }
+        Ok(ChatResponse {
+            id: message
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(generated_id),
+            model: message.model.unwrap_or_default(),
+            text,
+            tool_calls,
+            finish_reason: message
+                .stop_reason
+                .as_deref()
+                .map(map_stop)
+                .unwrap_or(FinishReason::Stop),
+            usage: message
+                .usage
+                .as_ref()
+                .map(WireUsage::canonical)
+                .unwrap_or_default(),
+        })
     }
 
-    fn stream_decoder(&self, _upstream_model: &str) -> Box<dyn StreamDecoder> {
-        unimplemented!()
+    fn stream_decoder(&self, upstream_model: &str) -> Box<dyn StreamDecoder> {
+        Box::new(AnthropicStream {
+            model: upstream_model.to_string(),
+            ..AnthropicStream::default()
+        })
     }
 }
+
+// ---------- stream decoder ----------
+
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    message: Option<WireMessageStart>,
+    index: Option<u64>,
+    content_block: Option<StartBlock>,
+    delta: Option<Delta>,
+    usage: Option<WireUsage>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireMessageStart {
+    id: Option<String>,
+    model: Option<String>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct StartBlock {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<String>,
+    name: Option<String>,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+    partial_json: Option<String>,
+    stop_reason: Option<String>,
+}
+
+/// Decodes Messages stream events. Anthropic numbers content blocks (text and tool_use
+/// together); canonical tool-call indexes count tool_use blocks only.
+#[derive(Default)]
+struct AnthropicStream {
+    model: String,
+    started: bool,
+    stopped: bool,
+    usage: WireUsage,
+    /// (Anthropic block index, canonical tool-call index).
+    tool_blocks: Vec<(u64, u32)>,
+}
+
+impl AnthropicStream {
+    fn start(&mut self, id: Option<String>, model: Option<String>, out: &mut Vec<StreamEvent>) {
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: id.filter(|id| !id.is_empty()).unwrap_or_else(generated_id),
+                model: model
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| self.model.clone()),
+            });
+        }
+    }
+
+    fn tool_index(&self, block: Option<u64>) -> Option<u32> {
+        let block = block?;
+        self.tool_blocks
+            .iter()
+            .find(|(b, _)| *b == block)
+            .map(|(_, i)| *i)
+    }
+}
+
+impl StreamDecoder for AnthropicStream {
+    fn decode(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), GatewayError> {
+        if self.stopped || event.data.trim().is_empty() {
+            return Ok(());
+        }
+        let frame: Frame =
+            serde_json::from_str(&event.data).map_err(|err| unparseable(KIND, err))?;
+        let kind = frame.kind.as_deref().unwrap_or(event.event.as_str());
+        match kind {
+            "message_start" => {
+                let message = frame.message;
+                if let Some(usage) = message.as_ref().and_then(|m| m.usage.as_ref()) {
+                    self.usage.update(usage);
+                }
+                let (id, model) = message.map(|m| (m.id, m.model)).unwrap_or_default();
+                self.start(id, model, out);
+            }
+            "content_block_start" => {
+                self.start(None, None, out);
+                let Some(block) = frame.content_block else {
+                    return Ok(());
+                };
+                match block.kind.as_deref() {
+                    Some("tool_use") => {
+                        let index = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
+                        self.tool_blocks
+                            .push((frame.index.unwrap_or(u64::MAX), index));
+                        out.push(StreamEvent::ToolCallStart {
+                            index,
+                            id: block.id.unwrap_or_else(|| format!("toolu_{index}")),
+                            name: block.name.unwrap_or_default(),
+                        });
+                    }
+                    Some("text") => {
+                        if let Some(text) = block.text.filter(|t| !t.is_empty()) {
+                            out.push(StreamEvent::TextDelta { text });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                self.start(None, None, out);
+                let Some(delta) = frame.delta else {
+                    return Ok(());
+                };
+                match delta.kind.as_deref() {
+                    Some("text_delta") => {
+                        if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
+                            out.push(StreamEvent::TextDelta { text });
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        let arguments = delta.partial_json.unwrap_or_default();
+                        if let (Some(index), false) =
+                            (self.tool_index(frame.index), arguments.is_empty())
+                        {
+                            out.push(StreamEvent::ToolCallDelta { index, arguments });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                self.start(None, None, out);
+                if let Some(usage) = &frame.usage {
+                    self.usage.update(usage);
+                }
+                let reason = frame.delta.and_then(|d| d.stop_reason);
+                out.push(StreamEvent::Finish {
+                    reason: reason
+                        .as_deref()
+                        .map(map_stop)
+                        .unwrap_or(FinishReason::Stop),
+                });
+                out.push(StreamEvent::Usage {
+                    usage: self.usage.canonical(),
+                });
+            }
+            "message_stop" => self.stopped = true,
+            "error" => return Err(error_frame(frame.error.as_ref())),
+            // ping, content_block_stop and future events carry nothing canonical.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), GatewayError> {
+        if self.stopped {
+            Ok(())
+        } else {
+            Err(GatewayError::upstream(
+                ErrorCode::BadGateway,
+                format!("{KIND} stream ended early"),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;

@@ -173,7 +173,8 @@ pub async fn embeddings(state: Arc<AppState>, req: Request<Incoming>) -> Respons
         ctx.principal = Some(state.keys.authenticate(req.headers())?);
         let (parts, body) = req.into_parts();
         let bytes = ingress::read_body(&state, &parts, body).await?;
-        let request = crate::dialect::openai::parse_embeddings(&bytes)?;
+        let parsed = crate::dialect::openai::parse_embeddings(&bytes)?;
+        let request = parsed.request;
         ctx.requested_model = request.model.clone();
         let route = state
             .registry
@@ -181,7 +182,11 @@ pub async fn embeddings(state: Arc<AppState>, req: Request<Incoming>) -> Respons
             .ok_or_else(|| GatewayError::unknown_model(&request.model))?
             .clone();
         let response = route.provider.embed(&request, route.model.upstream_id()).await?;
-        Ok::<_, GatewayError>(crate::dialect::openai::render_embeddings(&response, &route.model.name))
+        Ok::<_, GatewayError>(crate::dialect::openai::render_embeddings(
+            &response,
+            &route.model.name,
+            parsed.encoding,
+        ))
     }
     .await;
     finish(&state, ctx, result.map(|body| (Reply::Complete(body), None)))

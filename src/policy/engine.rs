@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(run(&e, r#"latency_ms("fast", 50)"#).unwrap().as_float().unwrap(), 120.0);
         assert_eq!(run(&e, r#"latency_ms("fast", 99.0)"#).unwrap().as_float().unwrap(), 120.0);
         assert!(run(&e, r#"latency_ms("slow", 50)"#).unwrap().is_unit());
-        run(&e, r#"log("hello"); log(42); print("x"); debug("y");"#).unwrap();
+        let _ = run(&e, r#"log("hello"); log(42); print("x"); debug("y");"#).unwrap();
     }
 
     #[test]

@@ -1,0 +1,364 @@
+//! What a hook sees ([`PolicyRequest`], as a Rhai map) and what `route` answers ([`Decision`]).
+
+use crate::canonical::ChatRequest;
+use rhai::{Array, Dynamic, Map, INT};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The request as policies see it. [`PolicyRequest::to_dynamic`] turns it into the Rhai map
+/// `req` with exactly these field names. Absent optional strings (`team`, `tier`, `feature`)
+/// become `""` so scripts can compare them without a type check; an absent `max_tokens`
+/// becomes `()`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyRequest {
+    /// The gateway's request id.
+    pub id: String,
+    /// The principal's user name.
+    pub user: String,
+    /// The principal's team.
+    pub team: Option<String>,
+    /// The principal's tier (e.g. `free`, `pro`, `enterprise`).
+    pub tier: Option<String>,
+    /// The product feature: `x-switchyard-feature` header, else `metadata.feature`.
+    pub feature: Option<String>,
+    /// The model the client asked for.
+    pub model: String,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// The client's `max_tokens`.
+    pub max_tokens: Option<u32>,
+    /// `(role, text)` of every message, text parts joined with newlines.
+    pub messages: Vec<(String, String)>,
+    /// All message text joined with newlines.
+    pub prompt_text: String,
+    /// Estimated input tokens.
+    pub est_input_tokens: u64,
+    /// The body's `metadata`.
+    pub metadata: BTreeMap<String, String>,
+    /// The request's `x-*` headers, names lower case (never the gateway key).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl PolicyRequest {
+    /// The model-facing part of a canonical request: `model`, `stream`, `max_tokens`,
+    /// `messages`, `prompt_text`, `metadata` and `feature` from `metadata.feature`. The caller
+    /// fills in `id`, the principal, `headers` (and the header's feature, which wins).
+    pub fn from_chat(req: &ChatRequest, est_input_tokens: u64) -> PolicyRequest {
+        PolicyRequest {
+            model: req.model.clone(),
+            stream: req.stream,
+            max_tokens: req.max_tokens,
+            messages: req
+                .messages
+                .iter()
+                .map(|m| (m.role.as_str().to_string(), m.joined_text()))
+                .collect(),
+            prompt_text: req.prompt_text(),
+            est_input_tokens,
+            feature: req.metadata.get("feature").cloned(),
+            metadata: req.metadata.clone(),
+            ..PolicyRequest::default()
+        }
+    }
+
+    /// The Rhai map scripts receive as `req`.
+    pub fn to_dynamic(&self) -> Dynamic {
+        let mut map = Map::new();
+        let text = |s: &str| Dynamic::from(s.to_string());
+        let optional = |s: &Option<String>| text(s.as_deref().unwrap_or(""));
+        map.insert("id".into(), text(&self.id));
+        map.insert("user".into(), text(&self.user));
+        map.insert("team".into(), optional(&self.team));
+        map.insert("tier".into(), optional(&self.tier));
+        map.insert("feature".into(), optional(&self.feature));
+        map.insert("model".into(), text(&self.model));
+        map.insert("stream".into(), Dynamic::from_bool(self.stream));
+        map.insert(
+            "max_tokens".into(),
+            self.max_tokens
+                .map_or(Dynamic::UNIT, |n| Dynamic::from_int(INT::from(n))),
+        );
+        let messages: Array = self
+            .messages
+            .iter()
+            .map(|(role, content)| {
+                let mut message = Map::new();
+                message.insert("role".into(), text(role));
+                message.insert("content".into(), text(content));
+                Dynamic::from_map(message)
+            })
+            .collect();
+        map.insert("messages".into(), Dynamic::from_array(messages));
+        map.insert("prompt_text".into(), text(&self.prompt_text));
+        map.insert(
+            "est_input_tokens".into(),
+            Dynamic::from_int(INT::try_from(self.est_input_tokens).unwrap_or(INT::MAX)),
+        );
+        map.insert("metadata".into(), string_map(&self.metadata));
+        map.insert("headers".into(), string_map(&self.headers));
+        Dynamic::from_map(map)
+    }
+}
+
+fn string_map(values: &BTreeMap<String, String>) -> Dynamic {
+    let map: Map = values
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+        .collect();
+    Dynamic::from_map(map)
+}
+
+/// Where and how to send a request, as `route` decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Model names to try in order; never empty.
+    pub chain: Vec<String>,
+    /// Deadline of one attempt (non-streaming) in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Deadline of a stream's first token in milliseconds.
+    pub first_token_ms: Option<u64>,
+    /// `max_tokens` to send instead of the client's.
+    pub max_tokens: Option<u32>,
+    /// Retries per target on retryable errors.
+    pub retries: Option<u32>,
+    /// The policy version that decided.
+    pub policy_version: u64,
+}
+
+/// Keys a `route` map may hold.
+const DECISION_KEYS: &[&str] = &[
+    "chain",
+    "model",
+    "timeout_ms",
+    "first_token_ms",
+    "max_tokens",
+    "retries",
+];
+
+/// Read what `route` returned: a model name, an array of model names, or a map
+/// `#{ chain | model, timeout_ms, first_token_ms, max_tokens, retries }` (a key set to `()`
+/// counts as absent). `()` means "no decision" (`Ok(None)`). Anything else is an error
+/// whose message says what was wrong.
+pub(crate) fn decision_from_dynamic(
+    value: Dynamic,
+    policy_version: u64,
+) -> Result<Option<Decision>, String> {
+    if value.is_unit() {
+        return Ok(None);
+    }
+    let mut decision = Decision {
+        chain: Vec::new(),
+        timeout_ms: None,
+        first_token_ms: None,
+        max_tokens: None,
+        retries: None,
+        policy_version,
+    };
+    if value.is_string() || value.is_array() {
+        decision.chain = chain_from_dynamic(value, "route")?;
+        return Ok(Some(decision));
+    }
+    let Some(map) = value.try_cast::<Map>() else {
+        return Err(
+            "route must return a model name, an array of model names or a map".to_string(),
+        );
+    };
+    let unknown: Vec<&str> = map
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| !DECISION_KEYS.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "route returned unknown keys: {} (allowed: {})",
+            unknown.join(", "),
+            DECISION_KEYS.join(", ")
+        ));
+    }
+    let present = |key: &str| map.get(key).filter(|v| !v.is_unit()).cloned();
+    decision.chain = match (present("chain"), present("model")) {
+        (Some(chain), None) => chain_from_dynamic(chain, "chain")?,
+        (None, Some(model)) => {
+            let name = model
+                .into_immutable_string()
+                .map_err(|t| format!("route `model` must be a string, not {t}"))?;
+            vec![model_name(name.as_str(), "model")?]
+        }
+        (Some(_), Some(_)) => return Err("route returned both `chain` and `model`".into()),
+        (None, None) => return Err("route map needs `chain` or `model`".into()),
+    };
+    decision.timeout_ms = present("timeout_ms")
+        .map(|v| number(v, "timeout_ms", u64::MAX))
+        .transpose()?;
+    decision.first_token_ms = present("first_token_ms")
+        .map(|v| number(v, "first_token_ms", u64::MAX))
+        .transpose()?;
+    decision.max_tokens = present("max_tokens")
+        .map(|v| number(v, "max_tokens", u64::from(u32::MAX)).map(|n| n as u32))
+        .transpose()?;
+    decision.retries = present("retries")
+        .map(|v| number(v, "retries", 100).map(|n| n as u32))
+        .transpose()?;
+    Ok(Some(decision))
+}
+
+fn chain_from_dynamic(value: Dynamic, what: &str) -> Result<Vec<String>, String> {
+    if value.is_string() {
+        let name = value.into_immutable_string().unwrap_or_default();
+        return Ok(vec![model_name(name.as_str(), what)?]);
+    }
+    let Some(items) = value.try_cast::<Array>() else {
+        return Err(format!(
+            "route `{what}` must be a model name or an array of model names"
+        ));
+    };
+    if items.is_empty() {
+        return Err(format!("route `{what}` is an empty array"));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let name = item
+                .into_immutable_string()
+                .map_err(|t| format!("route `{what}[{i}]` must be a string, not {t}"))?;
+            model_name(name.as_str(), what)
+        })
+        .collect()
+}
+
+fn model_name(name: &str, what: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("route `{what}` holds an empty model name"));
+    }
+    Ok(name.to_string())
+}
+
+fn number(value: Dynamic, key: &str, max: u64) -> Result<u64, String> {
+    let type_name = value.type_name();
+    let n = value
+        .as_int()
+        .map_err(|_| format!("route `{key}` must be an integer, not {type_name}"))?;
+    u64::try_from(n)
+        .ok()
+        .filter(|n| *n <= max)
+        .ok_or_else(|| format!("route `{key}` must be between 0 and {max}, not {n}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::canonical::{Message, Role};
+
+    fn eval(script: &str) -> Dynamic {
+        rhai::Engine::new().eval::<Dynamic>(script).unwrap()
+    }
+
+    #[test]
+    fn request_map_has_the_contract_field_names() {
+        let req = PolicyRequest {
+            user: "alice".into(),
+            max_tokens: Some(64),
+            messages: vec![("user".into(), "hi".into())],
+            ..PolicyRequest::default()
+        };
+        let map = req.to_dynamic().cast::<Map>();
+        let mut keys: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "est_input_tokens",
+                "feature",
+                "headers",
+                "id",
+                "max_tokens",
+                "messages",
+                "metadata",
+                "model",
+                "prompt_text",
+                "stream",
+                "team",
+                "tier",
+                "user"
+            ]
+        );
+        assert_eq!(map["team"].clone().into_string().unwrap(), "");
+        assert_eq!(map["max_tokens"].as_int().unwrap(), 64);
+        let messages = map["messages"].clone().cast::<Array>();
+        let first = messages[0].clone().cast::<Map>();
+        assert_eq!(first["content"].clone().into_string().unwrap(), "hi");
+    }
+
+    #[test]
+    fn absent_max_tokens_is_unit() {
+        let map = PolicyRequest::default().to_dynamic().cast::<Map>();
+        assert!(map["max_tokens"].is_unit());
+    }
+
+    #[test]
+    fn from_chat_takes_feature_from_metadata() {
+        let mut chat = ChatRequest {
+            model: "gpt-4o".into(),
+            messages: vec![Message::text(Role::User, "hello")],
+            ..ChatRequest::default()
+        };
+        chat.metadata.insert("feature".into(), "search".into());
+        let req = PolicyRequest::from_chat(&chat, 7);
+        assert_eq!(req.feature.as_deref(), Some("search"));
+        assert_eq!(req.messages, vec![("user".to_string(), "hello".to_string())]);
+        assert_eq!(req.prompt_text, "hello");
+        assert_eq!(req.est_input_tokens, 7);
+    }
+
+    #[test]
+    fn string_array_and_map_become_decisions() {
+        let d = decision_from_dynamic(eval(r#""gpt-4o""#), 3).unwrap().unwrap();
+        assert_eq!(d.chain, ["gpt-4o"]);
+        assert_eq!(d.policy_version, 3);
+        let d = decision_from_dynamic(eval(r#"["a", "b"]"#), 1).unwrap().unwrap();
+        assert_eq!(d.chain, ["a", "b"]);
+        let d = decision_from_dynamic(
+            eval(r#"#{ chain: ["a"], timeout_ms: 100, first_token_ms: 50, max_tokens: 9, retries: 2 }"#),
+            1,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.timeout_ms, Some(100));
+        assert_eq!(d.first_token_ms, Some(50));
+        assert_eq!(d.max_tokens, Some(9));
+        assert_eq!(d.retries, Some(2));
+        let d = decision_from_dynamic(eval(r#"#{ model: "a", timeout_ms: () }"#), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.chain, ["a"]);
+        assert_eq!(d.timeout_ms, None);
+    }
+
+    #[test]
+    fn unit_means_no_decision() {
+        assert_eq!(decision_from_dynamic(Dynamic::UNIT, 1).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_that_say_why() {
+        let err = decision_from_dynamic(eval(r#"#{ chain: "a", timout_ms: 5 }"#), 1).unwrap_err();
+        assert!(err.contains("timout_ms"), "{err}");
+        let err = decision_from_dynamic(eval("42"), 1).unwrap_err();
+        assert!(err.contains("model name"), "{err}");
+        let err = decision_from_dynamic(eval("[]"), 1).unwrap_err();
+        assert!(err.contains("empty"), "{err}");
+        let err = decision_from_dynamic(eval(r#"["a", 1]"#), 1).unwrap_err();
+        assert!(err.contains("[1]"), "{err}");
+        let err = decision_from_dynamic(eval(r#"#{ chain: "a", timeout_ms: -1 }"#), 1).unwrap_err();
+        assert!(err.contains("timeout_ms"), "{err}");
+        let err = decision_from_dynamic(eval(r#"#{ chain: "a", retries: 1.5 }"#), 1).unwrap_err();
+        assert!(err.contains("integer"), "{err}");
+        let err = decision_from_dynamic(eval(r#"#{ chain: "a", model: "b" }"#), 1).unwrap_err();
+        assert!(err.contains("both"), "{err}");
+        let err = decision_from_dynamic(eval(r#"#{ timeout_ms: 5 }"#), 1).unwrap_err();
+        assert!(err.contains("needs"), "{err}");
+    }
+}

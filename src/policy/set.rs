@@ -1,0 +1,453 @@
+//! [`PolicySet`]: the `.rhai` files of a directory compiled into one immutable AST.
+//!
+//! Each file is compiled on its own first, so a syntax error names its file, line and
+//! column; then the files are merged (a function defined in two files is an error). Which
+//! hooks exist is decided once here, so a missing hook costs nothing per request.
+
+use super::decision::{decision_from_dynamic, Decision, PolicyRequest};
+use super::engine::PolicyEngine;
+use super::PolicyError;
+use chrono::{DateTime, Utc};
+use rhai::{Dynamic, EvalAltResult, AST};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One file of a compiled set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyFile {
+    /// File name inside the policy directory.
+    pub name: String,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+}
+
+/// A policy file read from disk, not yet compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceFile {
+    pub name: String,
+    pub text: String,
+    pub sha256: String,
+}
+
+impl SourceFile {
+    pub(crate) fn new(name: impl Into<String>, text: impl Into<String>) -> SourceFile {
+        let text = text.into();
+        let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+        SourceFile {
+            name: name.into(),
+            text,
+            sha256,
+        }
+    }
+}
+
+/// Whether a file name is a policy file: `*.rhai`, not hidden, not an editor lock file.
+pub(crate) fn is_policy_file_name(name: &str) -> bool {
+    name.ends_with(".rhai") && name.len() > ".rhai".len() && !name.starts_with(['.', '#'])
+}
+
+/// Read the `.rhai` files of `dir` (not recursive, sorted by name; symlinks followed).
+pub(crate) fn read_sources(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| PolicyError::io(dir, e))?;
+    let mut sources = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| PolicyError::io(dir, e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let path = entry.path();
+        if !is_policy_file_name(&name) || !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| PolicyError::io(&path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| PolicyError::Compile {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            message: "file is not valid utf-8".into(),
+        })?;
+        sources.push(SourceFile::new(name, text));
+    }
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(sources)
+}
+
+/// The hooks a set defines, decided once per compile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Hooks {
+    route: bool,
+    redact: bool,
+    limits: bool,
+    budget: bool,
+}
+
+/// Hook names and their parameter counts.
+const HOOKS: &[(&str, usize, &str)] = &[
+    ("route", 1, "req"),
+    ("redact", 1, "text"),
+    ("limits", 1, "req"),
+    ("budget", 2, "req, spend"),
+];
+
+/// A hook that did not return normally: a deliberate refusal or a run-time failure.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum HookFailure {
+    Refused {
+        status: u16,
+        message: String,
+    },
+    Runtime {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl HookFailure {
+    /// The error a request sees.
+    pub(crate) fn into_request_error(self) -> PolicyError {
+        match self {
+            HookFailure::Refused { status, message } => PolicyError::Refused { status, message },
+            HookFailure::Runtime {
+                file,
+                line,
+                column,
+                message,
+            } => PolicyError::Script {
+                message: format!("{}: {message}", super::location(&file, line, column)),
+            },
+        }
+    }
+}
+
+/// A compiled, immutable policy. Cheap to share (`Arc<PolicySet>`); every hook call uses a
+/// fresh `Scope`, so concurrent requests never wait on each other.
+pub struct PolicySet {
+    engine: PolicyEngine,
+    ast: AST,
+    version: u64,
+    files: Vec<PolicyFile>,
+    loaded_at: DateTime<Utc>,
+    hooks: Hooks,
+    /// Function name → the file defining it, to place run-time errors.
+    fn_files: HashMap<String, String>,
+}
+
+impl PolicySet {
+    /// A set with no files and no hooks: every request keeps its own model.
+    pub fn empty(engine: &PolicyEngine, version: u64) -> PolicySet {
+        PolicySet {
+            engine: engine.clone(),
+            ast: AST::empty(),
+            version,
+            files: Vec::new(),
+            loaded_at: Utc::now(),
+            hooks: Hooks::default(),
+            fn_files: HashMap::new(),
+        }
+    }
+
+    /// Compile the `.rhai` files of `dir` (no self-check; see [`PolicySet::self_check`]).
+    pub fn compile_dir(
+        engine: &PolicyEngine,
+        dir: &Path,
+        version: u64,
+    ) -> Result<PolicySet, PolicyError> {
+        PolicySet::compile(engine, read_sources(dir)?, version)
+    }
+
+    /// Compile in-memory files `(name, text)`, in the given order.
+    pub fn compile_sources(
+        engine: &PolicyEngine,
+        sources: &[(String, String)],
+        version: u64,
+    ) -> Result<PolicySet, PolicyError> {
+        let sources = sources
+            .iter()
+            .map(|(name, text)| SourceFile::new(name.clone(), text.clone()))
+            .collect();
+        PolicySet::compile(engine, sources, version)
+    }
+
+    pub(crate) fn compile(
+        engine: &PolicyEngine,
+        sources: Vec<SourceFile>,
+        version: u64,
+    ) -> Result<PolicySet, PolicyError> {
+        let mut merged = AST::empty();
+        let mut fn_files = HashMap::new();
+        let mut defined: HashMap<(String, usize), String> = HashMap::new();
+        let mut files = Vec::with_capacity(sources.len());
+        for source in sources {
+            let mut ast = engine
+                .rhai()
+                .compile(&source.text)
+                .map_err(|err| PolicyError::Compile {
+                    file: source.name.clone(),
+                    line: err.1.line().unwrap_or(0),
+                    column: err.1.position().unwrap_or(0),
+                    message: err.0.to_string(),
+                })?;
+            if let Some((name, ..)) = ast.iter_literal_variables(true, true).next() {
+                return Err(PolicyError::SelfCheck {
+                    file: source.name.clone(),
+                    line: 0,
+                    column: 0,
+                    message: format!(
+                        "top-level `{name}` is never evaluated: hooks run without the file's \
+                         top-level statements; define it inside a function instead"
+                    ),
+                });
+            }
+            for f in ast.iter_functions() {
+                let key = (f.name.to_string(), f.params.len());
+                if let Some(other) = defined.insert(key, source.name.clone()) {
+                    return Err(PolicyError::SelfCheck {
+                        file: source.name.clone(),
+                        line: 0,
+                        column: 0,
+                        message: format!(
+                            "function `{}` with {} parameter(s) is also defined in {other}",
+                            f.name,
+                            f.params.len()
+                        ),
+                    });
+                }
+                fn_files.insert(f.name.to_string(), source.name.clone());
+            }
+            ast.set_source(source.name.as_str());
+            merged.combine(ast);
+            files.push(PolicyFile {
+                name: source.name,
+                sha256: source.sha256,
+            });
+        }
+        merged.clear_statements();
+        let mut hooks = Hooks::default();
+        for (hook, arity, params) in HOOKS {
+            let present = defined.contains_key(&(hook.to_string(), *arity));
+            if !present {
+                if let Some(((_, n), file)) = defined.iter().find(|((name, _), _)| name == hook) {
+                    return Err(PolicyError::SelfCheck {
+                        file: file.clone(),
+                        line: 0,
+                        column: 0,
+                        message: format!(
+                            "hook `{hook}` takes {arity} parameter(s) ({params}), not {n}"
+                        ),
+                    });
+                }
+            }
+            match *hook {
+                "route" => hooks.route = present,
+                "redact" => hooks.redact = present,
+                "limits" => hooks.limits = present,
+                _ => hooks.budget = present,
+            }
+        }
+        Ok(PolicySet {
+            engine: engine.clone(),
+            ast: merged,
+            version,
+            files,
+            loaded_at: Utc::now(),
+            hooks,
+            fn_files,
+        })
+    }
+
+    /// The version: 0 for the empty start-up set, +1 per successful (re)load.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The files of this set with their SHA-256.
+    pub fn files(&self) -> &[PolicyFile] {
+        &self.files
+    }
+
+    /// When this set was compiled.
+    pub fn loaded_at(&self) -> DateTime<Utc> {
+        self.loaded_at
+    }
+
+    /// Whether a `route(req)` hook is defined.
+    pub fn has_route(&self) -> bool {
+        self.hooks.route
+    }
+
+    /// Whether a `redact(text)` hook is defined.
+    pub fn has_redact(&self) -> bool {
+        self.hooks.redact
+    }
+
+    /// Whether a `limits(req)` hook is defined.
+    pub fn has_limits(&self) -> bool {
+        self.hooks.limits
+    }
+
+    /// Whether a `budget(req, spend)` hook is defined.
+    pub fn has_budget(&self) -> bool {
+        self.hooks.budget
+    }
+
+    /// Names of the hooks defined, for status pages.
+    pub fn hook_names(&self) -> Vec<&'static str> {
+        [
+            ("route", self.hooks.route),
+            ("redact", self.hooks.redact),
+            ("limits", self.hooks.limits),
+            ("budget", self.hooks.budget),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect()
+    }
+
+    /// Run `route(req)`. `Ok(None)` when there is no `route` hook (no work is done) or it
+    /// returned `()`: the request keeps its own model.
+    pub fn route(&self, req: &PolicyRequest) -> Result<Option<Decision>, PolicyError> {
+        if !self.hooks.route {
+            return Ok(None);
+        }
+        self.route_hook(req)
+            .map_err(HookFailure::into_request_error)
+    }
+
+    pub(crate) fn route_hook(&self, req: &PolicyRequest) -> Result<Option<Decision>, HookFailure> {
+        let value = self.call_hook("route", (req.to_dynamic(),))?;
+        decision_from_dynamic(value, self.version).map_err(|message| self.shape_failure("route", message))
+    }
+
+    /// Run `redact(text)`: `Ok(None)` without a hook or when it returned `()`, else the
+    /// masked text.
+    pub fn redact(&self, text: &str) -> Result<Option<String>, PolicyError> {
+        if !self.hooks.redact {
+            return Ok(None);
+        }
+        self.redact_hook(text)
+            .map_err(HookFailure::into_request_error)
+    }
+
+    pub(crate) fn redact_hook(&self, text: &str) -> Result<Option<String>, HookFailure> {
+        let value = self.call_hook("redact", (Dynamic::from(text.to_string()),))?;
+        if value.is_unit() {
+            return Ok(None);
+        }
+        let type_name = value.type_name();
+        value.into_string().map(Some).map_err(|_| {
+            self.shape_failure(
+                "redact",
+                format!("redact must return a string or (), not {type_name}"),
+            )
+        })
+    }
+
+    /// Run `limits(req)` and return its raw value (its shape belongs to the rate limiter).
+    pub(crate) fn limits_hook(&self, req: &PolicyRequest) -> Result<Dynamic, HookFailure> {
+        self.call_hook("limits", (req.to_dynamic(),))
+    }
+
+    fn call_hook(&self, hook: &str, args: impl rhai::FuncArgs) -> Result<Dynamic, HookFailure> {
+        self.engine
+            .call(&self.ast, hook, args)
+            .map_err(|err| self.failure(hook, *err))
+    }
+
+    fn shape_failure(&self, hook: &str, message: String) -> HookFailure {
+        HookFailure::Runtime {
+            file: self.file_of(hook, None),
+            line: 0,
+            column: 0,
+            message,
+        }
+    }
+
+    /// The file defining `function` (`"policy"` when unknown).
+    pub(crate) fn hook_file(&self, function: &str) -> String {
+        self.file_of(function, None)
+    }
+
+    fn file_of(&self, function: &str, source: Option<String>) -> String {
+        self.fn_files
+            .get(function)
+            .cloned()
+            .or(source)
+            .unwrap_or_else(|| "policy".to_string())
+    }
+
+    /// Turn a Rhai error into a refusal (`throw`) or a placed run-time failure.
+    fn failure(&self, hook: &str, err: EvalAltResult) -> HookFailure {
+        let mut function = hook.to_string();
+        let mut source = None;
+        let mut current = err;
+        loop {
+            match current {
+                EvalAltResult::ErrorInFunctionCall(name, src, inner, _) => {
+                    function = name;
+                    if !src.is_empty() {
+                        source = Some(src);
+                    }
+                    current = *inner;
+                }
+                other => {
+                    current = other;
+                    break;
+                }
+            }
+        }
+        if let EvalAltResult::ErrorRuntime(value, _) = current {
+            return refusal(value);
+        }
+        let position = current.take_position();
+        let message = match current {
+            EvalAltResult::ErrorTooManyOperations(_) => format!(
+                "operation limit exceeded ({} operations)",
+                self.engine.rhai().max_operations()
+            ),
+            other => other.to_string(),
+        };
+        HookFailure::Runtime {
+            file: self.file_of(&function, source),
+            line: position.line().unwrap_or(0),
+            column: position.position().unwrap_or(0),
+            message: format!("in `{function}`: {message}"),
+        }
+    }
+}
+
+/// What a `throw` means for the client: `#{status, message}` (status kept when in
+/// 400..=599, else 403), a string (403 with it as the message), anything else (403).
+fn refusal(value: Dynamic) -> HookFailure {
+    const DEFAULT: &str = "request refused by policy";
+    if let Some(map) = value.clone().try_cast::<rhai::Map>() {
+        let status = map
+            .get("status")
+            .and_then(|s| s.as_int().ok())
+            .and_then(|s| u16::try_from(s).ok())
+            .filter(|s| (400..=599).contains(s))
+            .unwrap_or(403);
+        let message = map
+            .get("message")
+            .filter(|m| !m.is_unit())
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| DEFAULT.to_string());
+        return HookFailure::Refused { status, message };
+    }
+    let message = if value.is_unit() {
+        DEFAULT.to_string()
+    } else {
+        value.to_string()
+    };
+    HookFailure::Refused {
+        status: 403,
+        message,
+    }
+}
+
+#[cfg(test)]
+#[path = "set_tests.rs"]
+mod tests;

@@ -1,0 +1,321 @@
+//! Tests of [`PolicySet`]: compiling, hook calls, refusals, limits and error positions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::policy::host::{ConfigHost, ModelInfo};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn engine() -> PolicyEngine {
+    let info = |provider: &str| ModelInfo {
+        provider: provider.into(),
+        input_usd_per_mtok: Some(1.0),
+        output_usd_per_mtok: Some(2.0),
+        context_window: Some(128_000),
+    };
+    let host = ConfigHost::from_models([
+        ("gpt-4o-mini".to_string(), info("openai")),
+        ("claude-haiku".to_string(), info("anthropic")),
+    ]);
+    PolicyEngine::new(Arc::new(host), 50_000)
+}
+
+fn set(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {
+    let sources: Vec<(String, String)> = files
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    PolicySet::compile_sources(&engine(), &sources, 7)
+}
+
+fn req() -> PolicyRequest {
+    PolicyRequest {
+        user: "alice".into(),
+        tier: Some("free".into()),
+        model: "gpt-4o".into(),
+        est_input_tokens: 10,
+        ..PolicyRequest::default()
+    }
+}
+
+#[test]
+fn route_returning_a_string_is_a_one_model_chain() {
+    let s = set(&[("r.rhai", r#"fn route(req) { "claude-haiku" }"#)]).unwrap();
+    let d = s.route(&req()).unwrap().unwrap();
+    assert_eq!(d.chain, ["claude-haiku"]);
+    assert_eq!(d.policy_version, 7);
+}
+
+#[test]
+fn route_returning_an_array_is_the_chain() {
+    let s = set(&[("r.rhai", r#"fn route(req) { ["claude-haiku", req.model] }"#)]).unwrap();
+    assert_eq!(s.route(&req()).unwrap().unwrap().chain, ["claude-haiku", "gpt-4o"]);
+}
+
+#[test]
+fn route_returning_a_map_sets_deadlines() {
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) { #{ chain: ["a", "b"], first_token_ms: 800, timeout_ms: 30000, retries: 1, max_tokens: 256 } }"#,
+    )])
+    .unwrap();
+    let d = s.route(&req()).unwrap().unwrap();
+    assert_eq!(d.chain, ["a", "b"]);
+    assert_eq!(d.first_token_ms, Some(800));
+    assert_eq!(d.timeout_ms, Some(30_000));
+    assert_eq!(d.retries, Some(1));
+    assert_eq!(d.max_tokens, Some(256));
+}
+
+#[test]
+fn route_sees_every_request_field() {
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) {
+            if req.user != "alice" || req.tier != "free" || req.team != "" { throw "bad principal"; }
+            if req.max_tokens != () || req.stream { throw "bad options"; }
+            if req.messages.len() != 0 || req.metadata.len() != 0 || req.headers.len() != 0 { throw "bad maps"; }
+            if req.est_input_tokens != 10 || req.prompt_text != "" || req.id != "" { throw "bad text"; }
+            req.model
+        }"#,
+    )])
+    .unwrap();
+    assert_eq!(s.route(&req()).unwrap().unwrap().chain, ["gpt-4o"]);
+}
+
+#[test]
+fn missing_route_hook_costs_nothing_and_decides_nothing() {
+    let s = set(&[("r.rhai", "fn helper() { 1 }")]).unwrap();
+    assert!(!s.has_route());
+    assert_eq!(s.route(&req()).unwrap(), None);
+}
+
+#[test]
+fn route_returning_unit_keeps_the_requested_model() {
+    let s = set(&[("r.rhai", r#"fn route(req) { if req.tier == "pro" { return "a"; } }"#)]).unwrap();
+    assert_eq!(s.route(&req()).unwrap(), None);
+}
+
+#[test]
+fn throw_map_becomes_a_refusal_with_its_status() {
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) { throw #{ status: 429, message: "free tier quota used" }; }"#,
+    )])
+    .unwrap();
+    match s.route(&req()).unwrap_err() {
+        PolicyError::Refused { status, message } => {
+            assert_eq!(status, 429);
+            assert_eq!(message, "free tier quota used");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn throw_with_a_status_outside_4xx_5xx_or_a_string_is_a_403() {
+    let s = set(&[("r.rhai", r#"fn route(req) { throw #{ status: 200, message: "no" }; }"#)]).unwrap();
+    assert!(matches!(s.route(&req()), Err(PolicyError::Refused { status: 403, .. })));
+    let s = set(&[("r.rhai", r#"fn route(req) { throw "not for you"; }"#)]).unwrap();
+    match s.route(&req()).unwrap_err() {
+        PolicyError::Refused { status, message } => {
+            assert_eq!((status, message.as_str()), (403, "not for you"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn endless_loop_is_stopped_by_the_operation_limit() {
+    let s = set(&[("r.rhai", "fn route(req) {\n  let i = 0;\n  loop { i += 1; }\n}")]).unwrap();
+    let started = Instant::now();
+    let err = s.route(&req()).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    match err {
+        PolicyError::Script { message } => {
+            assert!(message.contains("operation limit"), "{message}");
+            assert!(message.starts_with("r.rhai: in `route`"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn deep_recursion_is_stopped_by_the_call_depth_limit() {
+    let s = set(&[("r.rhai", "fn down(n) { down(n + 1) }\nfn route(req) { down(0) }")]).unwrap();
+    assert!(matches!(s.route(&req()), Err(PolicyError::Script { .. })));
+}
+
+#[test]
+fn syntax_error_names_file_line_and_column() {
+    let err = set(&[
+        ("a.rhai", "fn ok() { 1 }"),
+        ("b.rhai", "fn route(req) {\n    let x = ;\n}"),
+    ])
+    .err()
+    .unwrap();
+    match &err {
+        PolicyError::Compile { file, line, column, .. } => {
+            assert_eq!(file, "b.rhai");
+            assert_eq!(*line, 2);
+            assert!(*column > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().starts_with("b.rhai:2:"), "{err}");
+}
+
+#[test]
+fn undefined_variable_is_a_compile_error() {
+    let err = set(&[("r.rhai", "fn route(req) {\n  cheap_model\n}")]).err().unwrap();
+    assert!(matches!(err, PolicyError::Compile { line: 2, .. }), "{err}");
+}
+
+#[test]
+fn top_level_constants_are_rejected_with_a_hint() {
+    let err = set(&[("r.rhai", "const CHEAP = \"a\";\nfn route(req) { \"a\" }")]).err().unwrap();
+    assert!(err.to_string().contains("CHEAP"), "{err}");
+    assert!(err.to_string().contains("inside a function"), "{err}");
+}
+
+#[test]
+fn functions_of_different_files_call_each_other() {
+    let s = set(&[
+        ("helpers.rhai", r#"fn cheap() { "gpt-4o-mini" }"#),
+        ("routing.rhai", "fn route(req) { cheap() }"),
+    ])
+    .unwrap();
+    assert_eq!(s.route(&req()).unwrap().unwrap().chain, ["gpt-4o-mini"]);
+}
+
+#[test]
+fn a_function_defined_in_two_files_is_an_error() {
+    let err = set(&[("a.rhai", "fn route(req) { 1 }"), ("b.rhai", "fn route(req) { 2 }")])
+        .err()
+        .unwrap();
+    assert!(matches!(&err, PolicyError::SelfCheck { file, .. } if file == "b.rhai"), "{err}");
+    assert!(err.to_string().contains("a.rhai"), "{err}");
+}
+
+#[test]
+fn a_hook_with_the_wrong_parameter_count_is_an_error() {
+    let err = set(&[("r.rhai", "fn route() { \"a\" }")]).err().unwrap();
+    assert!(err.to_string().contains("route"), "{err}");
+}
+
+#[test]
+fn runtime_error_in_a_helper_names_the_helper_file_and_line() {
+    let s = set(&[
+        ("helpers.rhai", "fn price(m) {\n  model_info(m).input_usd_per_mtok * \"x\"\n}"),
+        ("routing.rhai", "fn route(req) { price(req.model); \"a\" }"),
+    ])
+    .unwrap();
+    match s.route(&req()).unwrap_err() {
+        PolicyError::Script { message } => {
+            assert!(message.starts_with("helpers.rhai:2:"), "{message}");
+            assert!(message.contains("`price`"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_route_shape_is_a_script_error_naming_the_keys() {
+    let s = set(&[("r.rhai", r#"fn route(req) { #{ chain: "a", deadline: 5 } }"#)]).unwrap();
+    match s.route(&req()).unwrap_err() {
+        PolicyError::Script { message } => assert!(message.contains("deadline"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn helpers_are_callable_from_hooks() {
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) {
+            let info = model_info("claude-haiku");
+            if info.provider == "anthropic" && provider_healthy(info.provider) && latency_ms("claude-haiku", 95) == () {
+                log(`routing ${req.user}`);
+                return "claude-haiku";
+            }
+            "gpt-4o-mini"
+        }"#,
+    )])
+    .unwrap();
+    assert_eq!(s.route(&req()).unwrap().unwrap().chain, ["claude-haiku"]);
+}
+
+#[test]
+fn redact_hook_masks_text() {
+    let s = set(&[("r.rhai", r#"fn redact(text) { text.replace("secret", "[REDACTED]"); text }"#)]).unwrap();
+    assert!(s.has_redact());
+    assert_eq!(s.redact("a secret b").unwrap().as_deref(), Some("a [REDACTED] b"));
+    let none = set(&[("r.rhai", "fn route(req) { () }")]).unwrap();
+    assert_eq!(none.redact("x").unwrap(), None);
+}
+
+#[test]
+fn redact_returning_a_number_is_an_error() {
+    let s = set(&[("r.rhai", "fn redact(text) { 42 }")]).unwrap();
+    assert!(matches!(s.redact("x"), Err(PolicyError::Script { .. })));
+}
+
+#[test]
+fn hooks_are_detected_once_at_compile_time() {
+    let s = set(&[(
+        "r.rhai",
+        "fn route(req) { () }\nfn limits(req) { [] }\nfn budget(req, spend) { #{ action: \"allow\" } }",
+    )])
+    .unwrap();
+    assert!(s.has_route() && s.has_limits() && s.has_budget() && !s.has_redact());
+    assert_eq!(s.hook_names(), ["route", "limits", "budget"]);
+}
+
+#[test]
+fn compile_dir_reads_only_rhai_files_with_their_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b.rhai"), "fn route(req) { \"b\" }").unwrap();
+    std::fs::write(dir.path().join("a.rhai"), "fn helper() { 1 }").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not rhai {").unwrap();
+    std::fs::write(dir.path().join(".b.rhai.swp"), "junk {").unwrap();
+    let s = PolicySet::compile_dir(&engine(), dir.path(), 1).unwrap();
+    let names: Vec<&str> = s.files().iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["a.rhai", "b.rhai"]);
+    assert_eq!(s.files()[0].sha256.len(), 64);
+}
+
+#[test]
+fn self_check_rejects_unknown_models() {
+    let s = set(&[("r.rhai", r#"fn route(req) { if req.tier == "pro" { "claude-opus" } else { "a" } }"#)]).unwrap();
+    let known: std::collections::HashSet<String> = ["a".to_string()].into();
+    let err = s.self_check(Some(&known)).unwrap_err();
+    assert!(err.to_string().contains("claude-opus"), "{err}");
+    assert!(err.to_string().contains("tier=pro"), "{err}");
+    assert!(s.self_check(None).is_ok());
+}
+
+#[test]
+fn self_check_allows_refusals_but_not_runtime_errors() {
+    let refusing = set(&[("r.rhai", r#"fn route(req) { if req.tier == "free" { throw #{ status: 403 }; } "a" }"#)]).unwrap();
+    assert!(refusing.self_check(None).unwrap() > 0);
+    let failing = set(&[("r.rhai", "fn route(req) {\n  if req.est_input_tokens > 20000 { return 1 / 0; }\n  \"a\"\n}")]).unwrap();
+    let err = failing.self_check(None).unwrap_err();
+    assert!(matches!(err, PolicyError::SelfCheck { line: 2, .. }), "{err}");
+    assert!(err.to_string().contains("input=long"), "{err}");
+}
+
+#[test]
+fn self_check_fails_a_script_that_spins_on_long_inputs() {
+    let s = set(&[("r.rhai", r#"fn route(req) { let n = 0; for c in req.prompt_text.chars() { n += 1; } "a" }"#)]).unwrap();
+    let err = s.self_check(None).unwrap_err();
+    assert!(err.to_string().contains("operation limit"), "{err}");
+}
+
+#[test]
+fn self_check_calls_limits_and_redact() {
+    let s = set(&[("r.rhai", "fn limits(req) { req.nope.len() }")]).unwrap();
+    assert!(s.self_check(None).is_err());
+    let s = set(&[("r.rhai", "fn redact(text) { [] }")]).unwrap();
+    assert!(s.self_check(None).is_err());
+}

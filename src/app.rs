@@ -3,34 +3,10 @@
 use crate::config::Config;
 use crate::logstore::LogStore;
 use crate::pipeline::{auth, health::Health, AppState};
-use crate::policy::{HostInfo, LatencyWindow, ModelInfo, PolicyOptions, PolicyStore};
+use crate::policy::{ConfigHost, LatencyWindow, PolicyOptions, PolicyStore};
 use crate::providers::Registry;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Live answers for the policy helpers: prices from config, breakers, observed latency.
-struct RuntimeHost {
-    config: Arc<Config>,
-    latency: Arc<LatencyWindow>,
-    state: std::sync::OnceLock<Weak<AppState>>,
-}
-
-impl HostInfo for RuntimeHost {
-    fn model_info(&self, name: &str) -> Option<ModelInfo> {
-        self.config.model(name).map(ModelInfo::from)
-    }
-
-    fn provider_healthy(&self, provider: &str) -> bool {
-        match self.state.get().and_then(Weak::upgrade) {
-            Some(state) => state.health.healthy(provider),
-            None => true,
-        }
-    }
-
-    fn latency_ms(&self, model: &str, pct: f64) -> Option<f64> {
-        self.latency.percentile(model, pct)
-    }
-}
 
 /// Everything `serve` runs, plus the handles needed to stop it cleanly.
 pub struct Gateway {
@@ -44,22 +20,29 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     crate::tokens::warm_up();
     let registry = Registry::from_config(&config).map_err(|e| anyhow::anyhow!(e.message))?;
     let latency = Arc::new(LatencyWindow::default());
-    let host = Arc::new(RuntimeHost {
-        config: config.clone(),
-        latency: latency.clone(),
-        state: std::sync::OnceLock::new(),
-    });
+    let health = Arc::new(Health::new(config.dispatch.clone()));
+    let health_for_policy = health.clone();
+    let host = Arc::new(
+        ConfigHost::new(&config)
+            .with_latency(latency.clone())
+            .with_health(Arc::new(move |provider: &str| {
+                health_for_policy.healthy(provider)
+            })),
+    );
     let options = PolicyOptions {
         max_operations: config.policy.max_operations,
         known_models: Some(config.models.iter().map(|m| m.name.clone()).collect()),
         on_error_open: config.policy.on_error == "open",
     };
-    let policy = PolicyStore::load(config.policy.dir.as_deref(), options, host.clone())
+    let policy = PolicyStore::load(config.policy.dir.as_deref(), options, host)
         .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
     let watch = match (&config.policy.dir, config.policy.watch) {
         (Some(_), true) => Some(
-            crate::policy::reload::watch(policy.clone(), Duration::from_millis(config.policy.debounce_ms))
-                .map_err(|e| anyhow::anyhow!("policy watcher: {e}"))?,
+            crate::policy::reload::watch(
+                policy.clone(),
+                Duration::from_millis(config.policy.debounce_ms),
+            )
+            .map_err(|e| anyhow::anyhow!("policy watcher: {e}"))?,
         ),
         _ => None,
     };
@@ -79,7 +62,7 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     let state = Arc::new(AppState {
         keys: auth::KeyTable::from_config(&config),
         admin_key: auth::admin_digest(&config),
-        health: Health::new(config.dispatch.clone()),
+        health,
         log_sender: logs.as_ref().map(|l| l.sender()),
         logs,
         latency,
@@ -87,8 +70,10 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         registry,
         config,
     });
-    let _ = host.state.set(Arc::downgrade(&state));
-    Ok(Gateway { state, _watch: watch })
+    Ok(Gateway {
+        state,
+        _watch: watch,
+    })
 }
 
 /// Serve on the configured address until SIGTERM/SIGINT, then drain and flush the log.
@@ -100,7 +85,13 @@ pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
     println!("switchyard listening on http://{addr}");
     tracing::info!(%addr, models = state.registry.model_names.len(), "listening");
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
-    crate::server::serve(listener, state.clone(), crate::server::shutdown_signal(), grace).await?;
+    crate::server::serve(
+        listener,
+        state.clone(),
+        crate::server::shutdown_signal(),
+        grace,
+    )
+    .await?;
     if let Some(logs) = &state.logs {
         tracing::info!("flushing request log");
         logs.shutdown().await;

@@ -557,6 +557,7 @@ fn is_sha256_hex(s: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -73,7 +73,9 @@ pub fn request_id_from(headers: &http::HeaderMap) -> String {
         .filter(|id| {
             !id.is_empty()
                 && id.len() <= 128
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_string)
         .unwrap_or_else(new_request_id)

@@ -139,7 +139,13 @@ pub struct GatewayError {
 
 impl std::fmt::Display for GatewayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({:?}): {}", self.code.as_str(), self.source, self.message)
+        write!(
+            f,
+            "{} ({:?}): {}",
+            self.code.as_str(),
+            self.source,
+            self.message
+        )
     }
 }
 
@@ -258,6 +264,7 @@ impl GatewayError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

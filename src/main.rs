@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use switchyard::config::{Config, MockSettings};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "An AI gateway: OpenAI/Anthropic-compatible, programmable with Rhai, logs searchable")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An AI gateway: OpenAI/Anthropic-compatible, programmable with Rhai, logs searchable"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,7 +90,9 @@ enum PolicyCommand {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -94,14 +100,25 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn host_for(config: Option<&PathBuf>) -> anyhow::Result<(std::sync::Arc<dyn switchyard::policy::HostInfo>, Option<std::collections::HashSet<String>>)> {
+fn host_for(
+    config: Option<&PathBuf>,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn switchyard::policy::HostInfo>,
+    Option<std::collections::HashSet<String>>,
+)> {
     match config {
         Some(path) => {
             let config = Config::load(path)?;
             let known = config.models.iter().map(|m| m.name.clone()).collect();
-            Ok((std::sync::Arc::new(switchyard::policy::ConfigHost::new(&config)), Some(known)))
+            Ok((
+                std::sync::Arc::new(switchyard::policy::ConfigHost::new(&config)),
+                Some(known),
+            ))
         }
-        None => Ok((std::sync::Arc::new(switchyard::policy::ConfigHost::default()), None)),
+        None => Ok((
+            std::sync::Arc::new(switchyard::policy::ConfigHost::default()),
+            None,
+        )),
     }
 }
 
@@ -118,7 +135,9 @@ fn main() -> anyhow::Result<()> {
             };
             let json = log_format.as_deref().unwrap_or(&config.server.log_format) == "json";
             init_tracing(json);
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let gateway = switchyard::app::build(config)?;
                 switchyard::app::serve(gateway).await
@@ -136,13 +155,23 @@ fn main() -> anyhow::Result<()> {
                 hang: args.hang,
                 first_token_delay_ms: args.first_token_delay_ms,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(&args.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", args.listen))?;
-                println!("mock-provider listening on http://{}", listener.local_addr()?);
-                switchyard::mock_server::serve(listener, settings, switchyard::server::shutdown_signal()).await?;
+                println!(
+                    "mock-provider listening on http://{}",
+                    listener.local_addr()?
+                );
+                switchyard::mock_server::serve(
+                    listener,
+                    settings,
+                    switchyard::server::shutdown_signal(),
+                )
+                .await?;
                 Ok(())
             })
         }
@@ -160,11 +189,27 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            PolicyCommand::Test { dir, request, user, tier, feature, config } => {
+            PolicyCommand::Test {
+                dir,
+                request,
+                user,
+                tier,
+                feature,
+                config,
+            } => {
                 let (host, _known) = host_for(config.as_ref())?;
-                let text = std::fs::read_to_string(&request).with_context(|| format!("cannot read {}", request.display()))?;
-                let body: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", request.display()))?;
-                match switchyard::policy::cli::test(&dir, &body, user.as_deref(), tier.as_deref(), feature.as_deref(), host) {
+                let text = std::fs::read_to_string(&request)
+                    .with_context(|| format!("cannot read {}", request.display()))?;
+                let body: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", request.display()))?;
+                match switchyard::policy::cli::test(
+                    &dir,
+                    &body,
+                    user.as_deref(),
+                    tier.as_deref(),
+                    feature.as_deref(),
+                    host,
+                ) {
                     Ok(decision) => {
                         println!("{}", serde_json::to_string_pretty(&decision)?);
                         Ok(())

@@ -30,7 +30,8 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// A JSON response with a status.
 pub fn json_response(status: u16, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(full(body));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -45,7 +46,9 @@ pub fn error_response(err: &GatewayError, dialect: Dialect) -> Response<Body> {
     if let Some(after) = err.retry_after {
         let secs = after.as_secs_f64().ceil().max(1.0) as u64;
         if let Ok(value) = http::HeaderValue::from_str(&secs.to_string()) {
-            response.headers_mut().insert(http::header::RETRY_AFTER, value);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, value);
         }
     }
     response
@@ -63,7 +66,11 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         (Method::GET, "/healthz") => json_response(200, br#"{"status":"ok"}"#.to_vec()),
         (_, p) if p.starts_with("/admin/") => admin::handle(state, req).await,
         (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/v1/messages") => {
-            let dialect = if path == "/v1/messages" { Dialect::Anthropic } else { Dialect::OpenAi };
+            let dialect = if path == "/v1/messages" {
+                Dialect::Anthropic
+            } else {
+                Dialect::OpenAi
+            };
             let err = GatewayError::new(
                 crate::error::ErrorSource::Client,
                 crate::error::ErrorCode::MethodNotAllowed,

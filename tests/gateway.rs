@@ -16,7 +16,11 @@ struct Setup {
 fn setup_with(mock_args: &[&str], extra: &str) -> Setup {
     set_provider_env();
     let mock = mock_provider(mock_args);
-    let config = format!("{}{}\n[logs]\nenabled = false\n{extra}", preamble("max_body_bytes = 65536"), providers_on(&mock));
+    let config = format!(
+        "{}{}\n[logs]\nenabled = false\n{extra}",
+        preamble("max_body_bytes = 65536"),
+        providers_on(&mock)
+    );
     let gw = gateway(&config);
     Setup { mock, gw }
 }
@@ -59,7 +63,10 @@ fn assert_openai_completion(body: &Value, model: &str) {
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], model);
     let text = body["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(text.contains("echo: Say hello ECHO"), "the prompt reached the upstream: {text}");
+    assert!(
+        text.contains("echo: Say hello ECHO"),
+        "the prompt reached the upstream: {text}"
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0);
@@ -72,7 +79,11 @@ async fn openai_stream(s: &Setup, body: &Value) -> (String, String, Value, Vec<(
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let text = resp.text().await.unwrap();
     let frames = sse(&text);
-    assert_eq!(frames.last().unwrap().1, "[DONE]", "stream ends with [DONE]: {text}");
+    assert_eq!(
+        frames.last().unwrap().1,
+        "[DONE]",
+        "stream ends with [DONE]: {text}"
+    );
     let mut out = String::new();
     let mut finish = String::new();
     let mut usage = Value::Null;
@@ -111,12 +122,33 @@ async fn openai_client_reaches_anthropic_upstream() {
     let body = openai_chat(&s, "claude-test").await;
     assert_openai_completion(&body, "claude-test");
     // What went upstream is Anthropic's wire format: system lifted out, version header set.
-    let seen: Value = client().get(s.mock.url("/_mock/requests")).send().await.unwrap().json().await.unwrap();
-    let last = seen.as_array().unwrap().iter().rev().find(|r| r["path"].as_str().unwrap().ends_with("/messages")).unwrap();
+    let seen: Value = client()
+        .get(s.mock.url("/_mock/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["path"].as_str().unwrap().ends_with("/messages"))
+        .unwrap();
     assert_eq!(last["body"]["system"], "You are terse.");
     assert_eq!(last["body"]["model"], "claude-3-5-haiku-latest");
-    let headers: Vec<&str> = last["headers"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
-    assert!(headers.contains(&"anthropic-version") && headers.contains(&"x-api-key"), "{headers:?}");
+    let headers: Vec<&str> = last["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert!(
+        headers.contains(&"anthropic-version") && headers.contains(&"x-api-key"),
+        "{headers:?}"
+    );
 
     let (text, finish, _, _) = openai_stream(&s, &chat_body("claude-test", true)).await;
     assert!(text.contains("echo: Say hello ECHO"), "{text}");
@@ -163,7 +195,10 @@ async fn anthropic_client_reaches_openai_upstream() {
     assert_eq!(body["type"], "message");
     assert_eq!(body["role"], "assistant");
     assert_eq!(body["stop_reason"], "end_turn");
-    assert!(body["content"][0]["text"].as_str().unwrap().contains("echo: Say hello ECHO"));
+    assert!(body["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("echo: Say hello ECHO"));
     assert!(body["usage"]["output_tokens"].as_u64().unwrap() > 0);
 
     let resp = anthropic_post(&s, &anthropic_body("gpt-test", true)).await;
@@ -200,7 +235,11 @@ fn tool_request(model: &str, stream: bool) -> Value {
 /// The model's tool call (non-streaming or streamed), as (id, name, arguments).
 async fn openai_tool_call(s: &Setup, model: &str, stream: bool) -> (String, String, String) {
     if !stream {
-        let resp = post(&s.gw.url("/v1/chat/completions"), &tool_request(model, false)).await;
+        let resp = post(
+            &s.gw.url("/v1/chat/completions"),
+            &tool_request(model, false),
+        )
+        .await;
         assert_eq!(resp.status(), 200);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
@@ -241,7 +280,8 @@ async fn tool_calls_round_trip_from_openai_clients_to_every_upstream() {
             let (id, name, args) = openai_tool_call(&s, model, stream).await;
             assert_eq!(name, "get_weather", "{model} stream={stream}");
             assert!(!id.is_empty());
-            let parsed: Value = serde_json::from_str(&args).unwrap_or_else(|e| panic!("{model} {stream}: {args}: {e}"));
+            let parsed: Value = serde_json::from_str(&args)
+                .unwrap_or_else(|e| panic!("{model} {stream}: {args}: {e}"));
             assert_eq!(parsed["query"], "weather in Paris?");
             // Send the tool result back: the upstream sees it and answers with it.
             let follow = json!({
@@ -278,7 +318,8 @@ async fn tool_calls_round_trip_from_anthropic_clients() {
         assert_eq!(resp.status(), 200);
         let (id, name, input) = if stream {
             let frames = sse(&resp.text().await.unwrap());
-            let (mut id, mut name, mut json_text, mut stop) = (String::new(), String::new(), String::new(), String::new());
+            let (mut id, mut name, mut json_text, mut stop) =
+                (String::new(), String::new(), String::new(), String::new());
             for (event, data) in &frames {
                 let v: Value = serde_json::from_str(data).unwrap();
                 match event.as_str() {
@@ -298,8 +339,18 @@ async fn tool_calls_round_trip_from_anthropic_clients() {
         } else {
             let v: Value = resp.json().await.unwrap();
             assert_eq!(v["stop_reason"], "tool_use");
-            let block = v["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
-            (block["id"].as_str().unwrap().into(), block["name"].as_str().unwrap().into(), block["input"].clone())
+            let block = v["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["type"] == "tool_use")
+                .unwrap()
+                .clone();
+            (
+                block["id"].as_str().unwrap().into(),
+                block["name"].as_str().unwrap().into(),
+                block["input"].clone(),
+            )
         };
         assert_eq!(name, "get_weather");
         assert_eq!(input["query"], "weather in Oslo?");
@@ -316,14 +367,25 @@ async fn tool_calls_round_trip_from_anthropic_clients() {
         let resp = anthropic_post(&s, &follow).await;
         assert_eq!(resp.status(), 200);
         let v: Value = resp.json().await.unwrap();
-        assert!(v["content"][0]["text"].as_str().unwrap().contains("snow, -3C"), "{v}");
+        assert!(
+            v["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("snow, -3C"),
+            "{v}"
+        );
     }
 }
 
 async fn error_of(resp: reqwest::Response, status: u16) -> Value {
     assert_eq!(resp.status().as_u16(), status);
     let body: Value = resp.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     body
 }
 
@@ -332,14 +394,28 @@ async fn bad_inputs_get_dialect_errors_and_the_gateway_stays_healthy() {
     let s = setup();
     let url = s.gw.url("/v1/chat/completions");
     // 400: malformed JSON, invalid body.
-    let resp = client().post(&url).bearer_auth(KEY).body("{not json").send().await.unwrap();
+    let resp = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     let body = error_of(resp, 400).await;
     assert_eq!(body["error"]["type"], "invalid_request_error");
     let resp = post(&url, &json!({"model": "gpt-test", "messages": "hi"})).await;
     error_of(resp, 400).await;
     // 401: missing and unknown key, both dialects.
-    let resp = client().post(&url).json(&chat_body("gpt-test", false)).send().await.unwrap();
-    assert_eq!(error_of(resp, 401).await["error"]["type"], "authentication_error");
+    let resp = client()
+        .post(&url)
+        .json(&chat_body("gpt-test", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(resp, 401).await["error"]["type"],
+        "authentication_error"
+    );
     let resp = client()
         .post(s.gw.url("/v1/messages"))
         .header("x-api-key", "sk-wrong")
@@ -354,19 +430,34 @@ async fn bad_inputs_get_dialect_errors_and_the_gateway_stays_healthy() {
     let resp = post(&url, &chat_body("no-such-model", false)).await;
     assert_eq!(error_of(resp, 404).await["error"]["param"], "model");
     let resp = anthropic_post(&s, &anthropic_body("no-such-model", false)).await;
-    assert_eq!(error_of(resp, 404).await["error"]["type"], "not_found_error");
+    assert_eq!(
+        error_of(resp, 404).await["error"]["type"],
+        "not_found_error"
+    );
     // 413: over max_body_bytes (64 KiB in this config).
     let big = "x".repeat(100 * 1024);
-    let resp = post(&url, &json!({"model": "gpt-test", "messages": [{"role": "user", "content": big}]})).await;
+    let resp = post(
+        &url,
+        &json!({"model": "gpt-test", "messages": [{"role": "user", "content": big}]}),
+    )
+    .await;
     error_of(resp, 413).await;
     let resp = anthropic_post(&s, &json!({"model": "gpt-test", "max_tokens": 5, "messages": [{"role": "user", "content": big}]})).await;
-    assert_eq!(error_of(resp, 413).await["error"]["type"], "request_too_large");
+    assert_eq!(
+        error_of(resp, 413).await["error"]["type"],
+        "request_too_large"
+    );
     // Still healthy.
     assert_openai_completion(&openai_chat(&s, "gpt-test").await, "gpt-test");
 }
 
 async fn set_mock(mock: &Proc, settings: Value) {
-    let resp = client().post(mock.url("/_mock/config")).json(&settings).send().await.unwrap();
+    let resp = client()
+        .post(mock.url("/_mock/config"))
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
     assert!(resp.status().is_success());
 }
 
@@ -378,9 +469,15 @@ async fn upstream_failures_map_to_429_502_and_504() {
     set_mock(&s.mock, json!({"error_rate": 1.0, "error_status": 429})).await;
     let resp = post(&url, &chat_body("gpt-test", false)).await;
     assert!(resp.headers().contains_key("retry-after"));
-    assert_eq!(error_of(resp, 429).await["error"]["type"], "rate_limit_error");
+    assert_eq!(
+        error_of(resp, 429).await["error"]["type"],
+        "rate_limit_error"
+    );
     let resp = anthropic_post(&s, &anthropic_body("claude-test", false)).await;
-    assert_eq!(error_of(resp, 429).await["error"]["type"], "rate_limit_error");
+    assert_eq!(
+        error_of(resp, 429).await["error"]["type"],
+        "rate_limit_error"
+    );
     // 5xx → 502.
     set_mock(&s.mock, json!({"error_rate": 1.0, "error_status": 503})).await;
     let resp = post(&url, &chat_body("gemini-test", false)).await;
@@ -415,7 +512,9 @@ async fn unparseable_upstream_body_is_a_502() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut buf = vec![0u8; 65536];
@@ -439,7 +538,11 @@ async fn unparseable_upstream_body_is_a_502() {
 #[tokio::test]
 async fn client_disconnect_mid_stream_cancels_the_upstream_request() {
     let s = setup_with(&["--stream-chunks", "200", "--chunk-interval-ms", "50"], "");
-    let resp = post(&s.gw.url("/v1/chat/completions"), &chat_body("gpt-test", true)).await;
+    let resp = post(
+        &s.gw.url("/v1/chat/completions"),
+        &chat_body("gpt-test", true),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     use futures_util::StreamExt;
@@ -467,15 +570,31 @@ async fn models_and_embeddings_are_served() {
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["gpt-test", "claude-test", "gemini-test", "embed-test"]);
-    let resp = post(&s.gw.url("/v1/embeddings"), &json!({"model": "embed-test", "input": ["a", "b"]})).await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["gpt-test", "claude-test", "gemini-test", "embed-test"]
+    );
+    let resp = post(
+        &s.gw.url("/v1/embeddings"),
+        &json!({"model": "embed-test", "input": ["a", "b"]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     assert!(!body["data"][1]["embedding"].as_array().unwrap().is_empty());
     // A chat model on the embeddings endpoint of a provider without embeddings → clear 400.
-    let resp = post(&s.gw.url("/v1/embeddings"), &json!({"model": "claude-test", "input": "a"})).await;
+    let resp = post(
+        &s.gw.url("/v1/embeddings"),
+        &json!({"model": "claude-test", "input": "a"}),
+    )
+    .await;
     error_of(resp, 400).await;
 }
 
@@ -491,6 +610,10 @@ async fn request_id_is_echoed_and_generated() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
-    let resp = post(&s.gw.url("/v1/chat/completions"), &chat_body("gpt-test", false)).await;
+    let resp = post(
+        &s.gw.url("/v1/chat/completions"),
+        &chat_body("gpt-test", false),
+    )
+    .await;
     assert_eq!(resp.headers()["x-request-id"].len(), 36);
 }

@@ -12,7 +12,11 @@ use futures_util::StreamExt;
 fn sdk_setup() -> (Proc, Gateway, Client<OpenAIConfig>) {
     set_provider_env();
     let mock = mock_provider(&[]);
-    let config = format!("{}{}\n[logs]\nenabled = false\n", preamble(""), providers_on(&mock));
+    let config = format!(
+        "{}{}\n[logs]\nenabled = false\n",
+        preamble(""),
+        providers_on(&mock)
+    );
     let gw = gateway(&config);
     let client = Client::with_config(
         OpenAIConfig::new()
@@ -71,9 +75,15 @@ async fn async_openai_streaming_call() {
 #[tokio::test]
 async fn async_openai_sees_gateway_errors_as_api_errors() {
     let (_mock, _gw, client) = sdk_setup();
-    let err = client.chat().create(request("no-such-model")).await.unwrap_err();
+    let err = client
+        .chat()
+        .create(request("no-such-model"))
+        .await
+        .unwrap_err();
     match err {
-        async_openai::error::OpenAIError::ApiError(api) => assert!(api.message.contains("no-such-model")),
+        async_openai::error::OpenAIError::ApiError(api) => {
+            assert!(api.message.contains("no-such-model"))
+        }
         other => panic!("expected an API error, got {other:?}"),
     }
 }

@@ -13,7 +13,11 @@ use std::sync::Arc;
 
 fn store(state: &AppState) -> Result<&crate::logstore::LogStore, GatewayError> {
     state.logs.as_deref().ok_or_else(|| {
-        GatewayError::new(ErrorSource::Client, ErrorCode::NotFound, "request logging is disabled (logs.enabled = false)")
+        GatewayError::new(
+            ErrorSource::Client,
+            ErrorCode::NotFound,
+            "request logging is disabled (logs.enabled = false)",
+        )
     })
 }
 
@@ -24,7 +28,11 @@ fn log_error(err: crate::logstore::LogError) -> GatewayError {
         404 => ErrorCode::NotFound,
         _ => ErrorCode::Internal,
     };
-    let source = if status < 500 { ErrorSource::Client } else { ErrorSource::Internal };
+    let source = if status < 500 {
+        ErrorSource::Client
+    } else {
+        ErrorSource::Internal
+    };
     GatewayError::new(source, code, err.to_string())
 }
 
@@ -33,7 +41,8 @@ pub fn search(state: &AppState, query: &str) -> Result<Response<Body>, GatewayEr
     let store = store(state)?;
     let params = SearchParams::from_query(query).map_err(log_error)?;
     let results = store.search(&params).map_err(log_error)?;
-    let mut value = serde_json::to_value(&results).map_err(|e| GatewayError::internal(e.to_string()))?;
+    let mut value =
+        serde_json::to_value(&results).map_err(|e| GatewayError::internal(e.to_string()))?;
     value["index"] = store.status_json();
     Ok(json(&value))
 }
@@ -43,7 +52,11 @@ pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, GatewayError> {
     let store = store(state)?;
     match store.get(id).map_err(log_error)? {
         Some(record) => Ok(json(&record)),
-        None => Err(GatewayError::new(ErrorSource::Client, ErrorCode::NotFound, format!("no logged request with id `{id}`"))),
+        None => Err(GatewayError::new(
+            ErrorSource::Client,
+            ErrorCode::NotFound,
+            format!("no logged request with id `{id}`"),
+        )),
     }
 }
 
@@ -55,21 +68,36 @@ pub async fn replay(
     body: Option<serde_json::Value>,
 ) -> Result<Response<Body>, GatewayError> {
     let store = store(state)?;
-    let stored = store
-        .get(id)
-        .map_err(log_error)?
-        .ok_or_else(|| GatewayError::new(ErrorSource::Client, ErrorCode::NotFound, format!("no logged request with id `{id}`")))?;
-    let record: LogRecord = serde_json::from_value(stored)
-        .map_err(|err| GatewayError::internal(format!("stored record {id} is unreadable: {err}")))?;
+    let stored = store.get(id).map_err(log_error)?.ok_or_else(|| {
+        GatewayError::new(
+            ErrorSource::Client,
+            ErrorCode::NotFound,
+            format!("no logged request with id `{id}`"),
+        )
+    })?;
+    let record: LogRecord = serde_json::from_value(stored).map_err(|err| {
+        GatewayError::internal(format!("stored record {id} is unreadable: {err}"))
+    })?;
     let model_override = match body.as_ref().and_then(|b| b.get("model")) {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(m)) => Some(m.clone()),
         Some(_) => return Err(GatewayError::invalid("model", "`model` must be a string")),
     };
-    if let Some(extra) = body.as_ref().and_then(|b| b.as_object()).and_then(|o| o.keys().find(|k| *k != "model")) {
-        return Err(GatewayError::invalid(extra.clone(), format!("unknown field `{extra}`; only `model` is accepted")));
+    if let Some(extra) = body
+        .as_ref()
+        .and_then(|b| b.as_object())
+        .and_then(|o| o.keys().find(|k| *k != "model"))
+    {
+        return Err(GatewayError::invalid(
+            extra.clone(),
+            format!("unknown field `{extra}`; only `model` is accepted"),
+        ));
     }
-    let dialect = if record.dialect == "anthropic" { Dialect::Anthropic } else { Dialect::OpenAi };
+    let dialect = if record.dialect == "anthropic" {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
     let mut ctx = RequestContext::new(new_request_id(), dialect, "chat");
     ctx.principal = Some(Principal {
         key_id: record.key_id.clone(),
@@ -87,7 +115,9 @@ pub async fn replay(
     ctx.requested_model = request.model.clone();
     let (reply, served) = execute(state, &mut ctx, request, false).await?;
     let response = match reply {
-        Reply::Complete(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or(serde_json::Value::Null),
+        Reply::Complete(bytes) => {
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or(serde_json::Value::Null)
+        }
         Reply::Stream(_) => serde_json::Value::Null,
     };
     Ok(json(&serde_json::json!({

@@ -74,9 +74,14 @@ async fn chaos(state: &AppState, req: Request<Incoming>) -> Result<Response<Body
     let body = read_json(req)
         .await?
         .ok_or_else(|| GatewayError::bad_body("a JSON body is required"))?;
-    let spec: crate::pipeline::health::FaultSpec =
-        serde_json::from_value(body).map_err(|err| GatewayError::bad_body(format!("invalid chaos fault: {err}")))?;
-    if !state.config.providers.iter().any(|p| p.name == spec.provider) {
+    let spec: crate::pipeline::health::FaultSpec = serde_json::from_value(body)
+        .map_err(|err| GatewayError::bad_body(format!("invalid chaos fault: {err}")))?;
+    if !state
+        .config
+        .providers
+        .iter()
+        .any(|p| p.name == spec.provider)
+    {
         return Err(GatewayError::invalid(
             "provider",
             format!("no provider named `{}`", spec.provider),

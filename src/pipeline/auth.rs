@@ -68,7 +68,9 @@ fn entry(k: &KeyConfig) -> Option<([u8; 32], Principal)> {
         (None, Some(hex_text)) => decode_hex32(hex_text)?,
         (None, None) => return None,
     };
-    let key_id = k.id.clone().unwrap_or_else(|| format!("key-{}", &hex::encode(hash)[..12]));
+    let key_id =
+        k.id.clone()
+            .unwrap_or_else(|| format!("key-{}", &hex::encode(hash)[..12]));
     Some((
         hash,
         Principal {
@@ -82,7 +84,10 @@ fn entry(k: &KeyConfig) -> Option<([u8; 32], Principal)> {
 
 /// The key from `Authorization: Bearer …` or `x-api-key`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let value = value.trim();
         let token = value
             .strip_prefix("Bearer ")
@@ -109,7 +114,11 @@ pub fn admin_digest(config: &Config) -> Option<[u8; 32]> {
             }
         }
     }
-    config.server.admin_key_sha256.as_deref().and_then(decode_hex32)
+    config
+        .server
+        .admin_key_sha256
+        .as_deref()
+        .and_then(decode_hex32)
 }
 
 /// Check the admin key in constant time; 401 when missing, wrong or not configured.
@@ -119,7 +128,8 @@ pub fn check_admin(expected: Option<&[u8; 32]>, headers: &HeaderMap) -> Result<(
             "the admin API is disabled: set server.admin_key_env or server.admin_key_sha256",
         ));
     };
-    let key = presented_key(headers).ok_or_else(|| GatewayError::unauthenticated("missing admin key"))?;
+    let key =
+        presented_key(headers).ok_or_else(|| GatewayError::unauthenticated("missing admin key"))?;
     if bool::from(digest(key).ct_eq(expected)) {
         Ok(())
     } else {
@@ -159,7 +169,13 @@ mod tests {
 
     #[test]
     fn rejects_missing_and_unknown_keys_with_401() {
-        assert_eq!(table().authenticate(&HeaderMap::new()).unwrap_err().status(), 401);
+        assert_eq!(
+            table()
+                .authenticate(&HeaderMap::new())
+                .unwrap_err()
+                .status(),
+            401
+        );
         let mut headers = HeaderMap::new();
         headers.insert("authorization", HeaderValue::from_static("Bearer sk-bad"));
         let err = table().authenticate(&headers).unwrap_err();

@@ -37,6 +37,12 @@ pub trait LatencyObserver: Send + Sync {
     fn observe(&self, model: &str, ms: f64);
 }
 
+impl LatencyObserver for crate::policy::LatencyWindow {
+    fn observe(&self, model: &str, ms: f64) {
+        self.record(model, ms);
+    }
+}
+
 /// The chain walker's shared state.
 pub struct Dispatcher<'a> {
     pub health: &'a Health,
@@ -159,7 +165,12 @@ impl Dispatcher<'_> {
                             return Err(err);
                         }
                         self.health.record(provider, false);
-                        let wait = backoff(cfg.backoff_base_ms, cfg.backoff_max_ms, retry, err.retry_after);
+                        let wait = backoff(
+                            cfg.backoff_base_ms,
+                            cfg.backoff_max_ms,
+                            retry,
+                            err.retry_after,
+                        );
                         tracing::warn!(provider, model = %route.model.name, error = %err, retry, "attempt failed");
                         last_error = Some(err);
                         match wait {
@@ -194,7 +205,10 @@ fn attempt(route: &Route, err: &GatewayError, latency_ms: f64) -> Attempt {
 fn first_token_error(provider: &str, limit: Duration) -> GatewayError {
     GatewayError::upstream(
         ErrorCode::Timeout,
-        format!("provider `{provider}` sent no first token within {} ms", limit.as_millis()),
+        format!(
+            "provider `{provider}` sent no first token within {} ms",
+            limit.as_millis()
+        ),
     )
 }
 
@@ -209,7 +223,8 @@ async fn first_content(
     let read = async {
         loop {
             match stream.next().await {
-                Some(Ok(ev @ StreamEvent::Start { .. })) | Some(Ok(ev @ StreamEvent::Usage { .. })) => prefix.push(Ok(ev)),
+                Some(Ok(ev @ StreamEvent::Start { .. }))
+                | Some(Ok(ev @ StreamEvent::Usage { .. })) => prefix.push(Ok(ev)),
                 Some(Ok(ev)) => {
                     prefix.push(Ok(ev));
                     return Ok(());
@@ -230,7 +245,12 @@ async fn first_content(
 
 /// Full-jitter exponential backoff; `None` when the provider asked for a longer wait than
 /// the cap (move on to the next target instead).
-fn backoff(base_ms: u64, max_ms: u64, retry: u32, retry_after: Option<Duration>) -> Option<Duration> {
+fn backoff(
+    base_ms: u64,
+    max_ms: u64,
+    retry: u32,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
     let cap = Duration::from_millis(max_ms);
     if let Some(after) = retry_after {
         return (after <= cap).then_some(after);
@@ -250,7 +270,10 @@ mod tests {
             let wait = backoff(50, 400, retry, None);
             assert!(wait.is_some_and(|w| w <= Duration::from_millis(400)));
         }
-        assert_eq!(backoff(50, 2_000, 0, Some(Duration::from_secs(1))), Some(Duration::from_secs(1)));
+        assert_eq!(
+            backoff(50, 2_000, 0, Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(backoff(50, 2_000, 0, Some(Duration::from_secs(30))), None);
     }
 }

@@ -101,7 +101,9 @@ impl Recorder {
             StreamEvent::Finish { reason } => self.finish = Some(*reason),
             StreamEvent::Usage { usage } => self.usage = *usage,
         }
-        if self.first_token_ms.is_none() && !matches!(event, StreamEvent::Start { .. } | StreamEvent::Usage { .. }) {
+        if self.first_token_ms.is_none()
+            && !matches!(event, StreamEvent::Start { .. } | StreamEvent::Usage { .. })
+        {
             self.first_token_ms = Some(self.ctx.elapsed_ms());
         }
     }
@@ -112,7 +114,8 @@ impl Drop for Recorder {
         if self.state.log_sender.is_none() {
             return;
         }
-        let usage = record::usage_or_estimate(&self.request, self.usage, &self.text, &self.tool_calls);
+        let usage =
+            record::usage_or_estimate(&self.request, self.usage, &self.text, &self.tool_calls);
         let (status, error) = match &self.error {
             Some(err) => (err.status(), Some(err.message.clone())),
             None => (200, None),
@@ -153,8 +156,14 @@ pub fn stream_body(
 ) -> Body {
     let model = route.model.name.clone();
     let encoder = match ctx.dialect {
-        Dialect::OpenAi => Encoder::OpenAi(OpenAiStreamEncoder::new(ctx.id.clone(), model, include_usage)),
-        Dialect::Anthropic => Encoder::Anthropic(AnthropicStreamEncoder::new(ctx.id.clone(), model)),
+        Dialect::OpenAi => Encoder::OpenAi(OpenAiStreamEncoder::new(
+            ctx.id.clone(),
+            model,
+            include_usage,
+        )),
+        Dialect::Anthropic => {
+            Encoder::Anthropic(AnthropicStreamEncoder::new(ctx.id.clone(), model))
+        }
     };
     let st = StreamState {
         events,

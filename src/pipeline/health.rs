@@ -112,7 +112,9 @@ impl Health {
             BreakerState::Closed => true,
             BreakerState::Open { until } => {
                 if Instant::now() >= until {
-                    breaker.state = BreakerState::HalfOpen { probe_in_flight: true };
+                    breaker.state = BreakerState::HalfOpen {
+                        probe_in_flight: true,
+                    };
                     tracing::info!(provider, "circuit half-open; sending a probe");
                     true
                 } else {
@@ -123,7 +125,9 @@ impl Health {
                 if probe_in_flight {
                     false
                 } else {
-                    breaker.state = BreakerState::HalfOpen { probe_in_flight: true };
+                    breaker.state = BreakerState::HalfOpen {
+                        probe_in_flight: true,
+                    };
                     true
                 }
             }
@@ -141,7 +145,9 @@ impl Health {
     /// Record the outcome of a call that `allow` let through.
     pub fn record(&self, provider: &str, success: bool) {
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        let breaker = breakers.entry(provider.to_string()).or_insert_with(Breaker::new);
+        let breaker = breakers
+            .entry(provider.to_string())
+            .or_insert_with(Breaker::new);
         if breaker.window.len() >= self.cfg.breaker_window.max(1) {
             breaker.window.pop_front();
         }
@@ -163,7 +169,11 @@ impl Health {
             || breaker.consecutive_failures >= self.cfg.breaker_failures
             || rate_tripped;
         if trip && !matches!(breaker.state, BreakerState::Open { .. }) {
-            tracing::warn!(provider, consecutive = breaker.consecutive_failures, "circuit opened");
+            tracing::warn!(
+                provider,
+                consecutive = breaker.consecutive_failures,
+                "circuit opened"
+            );
             breaker.state = BreakerState::Open {
                 until: Instant::now() + Duration::from_millis(self.cfg.breaker_open_ms),
             };
@@ -173,18 +183,32 @@ impl Health {
     /// Add a chaos fault; returns its id.
     pub fn inject(&self, spec: FaultSpec) -> Result<u64, GatewayError> {
         if !(0.0..=1.0).contains(&spec.error_rate) {
-            return Err(GatewayError::invalid("error_rate", "error_rate must be between 0.0 and 1.0"));
+            return Err(GatewayError::invalid(
+                "error_rate",
+                "error_rate must be between 0.0 and 1.0",
+            ));
         }
         if spec.status != 0 && !(400..=599).contains(&spec.status) {
-            return Err(GatewayError::invalid("status", "status must be 0 (refused) or 400..=599"));
+            return Err(GatewayError::invalid(
+                "status",
+                "status must be 0 (refused) or 400..=599",
+            ));
         }
         if !(spec.duration_s.is_finite() && spec.duration_s > 0.0 && spec.duration_s <= 86_400.0) {
-            return Err(GatewayError::invalid("duration_s", "duration_s must be in (0, 86400]"));
+            return Err(GatewayError::invalid(
+                "duration_s",
+                "duration_s must be in (0, 86400]",
+            ));
         }
         if spec.latency_ms > 600_000 {
-            return Err(GatewayError::invalid("latency_ms", "latency_ms must be at most 600000"));
+            return Err(GatewayError::invalid(
+                "latency_ms",
+                "latency_ms must be at most 600000",
+            ));
         }
-        let id = self.next_fault_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_fault_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let expires = Instant::now() + Duration::from_secs_f64(spec.duration_s);
         tracing::warn!(provider = %spec.provider, error_rate = spec.error_rate, status = spec.status, latency_ms = spec.latency_ms, duration_s = spec.duration_s, "chaos fault injected");
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
@@ -224,14 +248,22 @@ impl Health {
         let mut injection = Injection::default();
         for fault in faults.iter().filter(|f| f.spec.provider == provider) {
             injection.delay += Duration::from_millis(fault.spec.latency_ms);
-            if injection.error.is_none() && fault.spec.error_rate > 0.0 && rand::random::<f64>() < fault.spec.error_rate {
+            if injection.error.is_none()
+                && fault.spec.error_rate > 0.0
+                && rand::random::<f64>() < fault.spec.error_rate
+            {
                 injection.error = Some(if fault.spec.status == 0 {
                     GatewayError::upstream(
                         ErrorCode::BadGateway,
                         format!("cannot connect to provider `{provider}`: connection refused (chaos drill)"),
                     )
                 } else {
-                    crate::providers::status_error(provider, fault.spec.status, "injected by chaos drill", None)
+                    crate::providers::status_error(
+                        provider,
+                        fault.spec.status,
+                        "injected by chaos drill",
+                        None,
+                    )
                 });
             }
         }
@@ -307,7 +339,10 @@ mod tests {
                 duration_s: 2.0,
             })
             .unwrap();
-        assert_eq!(health.injection("p").error.unwrap().upstream_status, Some(503));
+        assert_eq!(
+            health.injection("p").error.unwrap().upstream_status,
+            Some(503)
+        );
         assert!(health.injection("q").error.is_none());
         tokio::time::advance(Duration::from_secs(3)).await;
         assert!(health.injection("p").error.is_none());

@@ -25,7 +25,11 @@ fn too_large(limit: usize) -> GatewayError {
 }
 
 /// The whole body, or 413 past `server.max_body_bytes` (checked on Content-Length first).
-pub async fn read_body(state: &AppState, parts: &Parts, body: Incoming) -> Result<Bytes, GatewayError> {
+pub async fn read_body(
+    state: &AppState,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Bytes, GatewayError> {
     let limit = state.config.server.max_body_bytes;
     let declared = parts
         .headers
@@ -38,10 +42,15 @@ pub async fn read_body(state: &AppState, parts: &Parts, body: Incoming) -> Resul
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) => {
-            if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(too_large(limit))
             } else {
-                Err(GatewayError::bad_body(format!("could not read the request body: {err}")))
+                Err(GatewayError::bad_body(format!(
+                    "could not read the request body: {err}"
+                )))
             }
         }
     }

@@ -38,7 +38,7 @@ pub struct AppState {
     pub registry: Registry,
     pub keys: auth::KeyTable,
     pub admin_key: Option<[u8; 32]>,
-    pub health: health::Health,
+    pub health: Arc<health::Health>,
     pub latency: Arc<LatencyWindow>,
     pub policy: Arc<PolicyStore>,
     pub logs: Option<Arc<LogStore>>,
@@ -52,7 +52,11 @@ pub enum Reply {
 }
 
 /// `POST /v1/chat/completions` and `POST /v1/messages`.
-pub async fn chat(state: Arc<AppState>, dialect: Dialect, req: Request<Incoming>) -> Response<Body> {
+pub async fn chat(
+    state: Arc<AppState>,
+    dialect: Dialect,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let mut ctx = RequestContext::new(request_id_from(req.headers()), dialect, "chat");
     let result = chat_stages(&state, &mut ctx, req).await;
     finish(&state, ctx, result)
@@ -89,7 +93,14 @@ pub async fn execute(
         match opened {
             Ok((events, route)) => {
                 let served = route.model.name.clone();
-                let body = egress::stream_body(state.clone(), ctx.clone(), request, route, events, include_usage);
+                let body = egress::stream_body(
+                    state.clone(),
+                    ctx.clone(),
+                    request,
+                    route,
+                    events,
+                    include_usage,
+                );
                 Ok((Reply::Stream(body), Some(served)))
             }
             Err(err) => {
@@ -128,8 +139,14 @@ fn finish(
         Ok((Reply::Stream(body), _)) => {
             let mut response = Response::new(body);
             let headers = response.headers_mut();
-            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
             response
         }
         Err(err) => {
@@ -168,7 +185,11 @@ pub fn log_error(ctx: &RequestContext, err: &GatewayError) {
 
 /// `POST /v1/embeddings`.
 pub async fn embeddings(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
-    let mut ctx = RequestContext::new(request_id_from(req.headers()), Dialect::OpenAi, "embeddings");
+    let mut ctx = RequestContext::new(
+        request_id_from(req.headers()),
+        Dialect::OpenAi,
+        "embeddings",
+    );
     let result = async {
         ctx.principal = Some(state.keys.authenticate(req.headers())?);
         let (parts, body) = req.into_parts();
@@ -181,7 +202,10 @@ pub async fn embeddings(state: Arc<AppState>, req: Request<Incoming>) -> Respons
             .route(&request.model)
             .ok_or_else(|| GatewayError::unknown_model(&request.model))?
             .clone();
-        let response = route.provider.embed(&request, route.model.upstream_id()).await?;
+        let response = route
+            .provider
+            .embed(&request, route.model.upstream_id())
+            .await?;
         Ok::<_, GatewayError>(crate::dialect::openai::render_embeddings(
             &response,
             &route.model.name,
@@ -189,13 +213,20 @@ pub async fn embeddings(state: Arc<AppState>, req: Request<Incoming>) -> Respons
         ))
     }
     .await;
-    finish(&state, ctx, result.map(|body| (Reply::Complete(body), None)))
+    finish(
+        &state,
+        ctx,
+        result.map(|body| (Reply::Complete(body), None)),
+    )
 }
 
 /// `GET /v1/models`: the configured models (any valid gateway key may list them).
 pub fn models(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     match state.keys.authenticate(req.headers()) {
-        Ok(_) => json_response(200, crate::dialect::openai::render_models(&state.registry.model_names)),
+        Ok(_) => json_response(
+            200,
+            crate::dialect::openai::render_models(&state.registry.model_names),
+        ),
         Err(err) => error_response(&err, Dialect::OpenAi),
     }
 }

@@ -32,7 +32,11 @@ pub fn decide(
                 state.policy.record_hook_error();
                 tracing::error!(request_id = %ctx.id, error = %err, "route hook failed");
                 if !state.policy.on_error_open() {
-                    return Err(GatewayError::new(ErrorSource::Policy, ErrorCode::Internal, "the routing policy failed"));
+                    return Err(GatewayError::new(
+                        ErrorSource::Policy,
+                        ErrorCode::Internal,
+                        "the routing policy failed",
+                    ));
                 }
                 None
             }
@@ -59,7 +63,9 @@ fn plan_for(
             for name in &decision.chain {
                 match state.registry.route(name) {
                     Some(route) => targets.push(route.clone()),
-                    None => tracing::warn!(request_id = %ctx.id, model = %name, "policy named an unknown model; skipped"),
+                    None => {
+                        tracing::warn!(request_id = %ctx.id, model = %name, "policy named an unknown model; skipped")
+                    }
                 }
             }
             if targets.is_empty() {
@@ -81,7 +87,10 @@ fn plan_for(
     if let Some(route) = targets.iter().find(|r| r.model.kind != "chat") {
         return Err(GatewayError::invalid(
             "model",
-            format!("`{}` is an embedding model; use /v1/embeddings", route.model.name),
+            format!(
+                "`{}` is an embedding model; use /v1/embeddings",
+                route.model.name
+            ),
         ));
     }
     let ms = |v: Option<u64>| v.map(Duration::from_millis);

@@ -14,11 +14,21 @@ use crate::providers::Route;
 
 /// Fill in estimated usage when the provider reported none.
 pub fn settle_usage(request: &ChatRequest, response: &mut ChatResponse) {
-    response.usage = usage_or_estimate(request, response.usage, &response.text, &response.tool_calls);
+    response.usage = usage_or_estimate(
+        request,
+        response.usage,
+        &response.text,
+        &response.tool_calls,
+    );
 }
 
 /// The provider's usage, or a tiktoken estimate (marked) when it gave none.
-pub fn usage_or_estimate(request: &ChatRequest, usage: Usage, text: &str, tool_calls: &[ToolCall]) -> Usage {
+pub fn usage_or_estimate(
+    request: &ChatRequest,
+    usage: Usage,
+    text: &str,
+    tool_calls: &[ToolCall],
+) -> Usage {
     if usage.input_tokens > 0 || usage.output_tokens > 0 || usage.estimated {
         return usage;
     }
@@ -37,7 +47,12 @@ pub fn cost_usd(model: &ModelConfig, usage: &Usage) -> Option<f64> {
     let cached_price = model.cached_input_usd_per_mtok.unwrap_or(input_price);
     let cached = usage.cached_input_tokens.min(usage.input_tokens);
     let uncached = usage.input_tokens - cached;
-    Some((uncached as f64 * input_price + cached as f64 * cached_price + usage.output_tokens as f64 * output_price) / 1e6)
+    Some(
+        (uncached as f64 * input_price
+            + cached as f64 * cached_price
+            + usage.output_tokens as f64 * output_price)
+            / 1e6,
+    )
 }
 
 /// The wire name of a finish reason, for the log.
@@ -68,10 +83,14 @@ pub struct Outcome<'a> {
 pub fn build(ctx: &RequestContext, request: &ChatRequest, outcome: Outcome<'_>) -> LogRecord {
     let now = chrono::Utc::now();
     let principal = ctx.principal.as_ref();
-    let cost = outcome.route.and_then(|r| cost_usd(&r.model, &outcome.usage));
+    let cost = outcome
+        .route
+        .and_then(|r| cost_usd(&r.model, &outcome.usage));
     LogRecord {
         id: ctx.id.clone(),
-        started_at: ctx.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        started_at: ctx
+            .started_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         started_ms: ctx.started_at.timestamp_millis(),
         finished_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         dialect: match ctx.dialect {
@@ -115,7 +134,13 @@ pub fn submit(state: &AppState, record: LogRecord) {
 }
 
 /// Record a successful non-streaming answer.
-pub fn submit_success(state: &AppState, ctx: &RequestContext, request: &ChatRequest, response: &ChatResponse, route: &Route) {
+pub fn submit_success(
+    state: &AppState,
+    ctx: &RequestContext,
+    request: &ChatRequest,
+    response: &ChatResponse,
+    route: &Route,
+) {
     if state.log_sender.is_none() {
         return;
     }
@@ -139,7 +164,12 @@ pub fn submit_success(state: &AppState, ctx: &RequestContext, request: &ChatRequ
 }
 
 /// Record a request that failed after parsing.
-pub fn submit_failure(state: &AppState, ctx: &RequestContext, request: &ChatRequest, err: &GatewayError) {
+pub fn submit_failure(
+    state: &AppState,
+    ctx: &RequestContext,
+    request: &ChatRequest,
+    err: &GatewayError,
+) {
     if state.log_sender.is_none() {
         return;
     }
@@ -201,7 +231,10 @@ mod tests {
     fn missing_usage_is_estimated_and_marked() {
         let request = ChatRequest {
             model: "m".into(),
-            messages: vec![crate::canonical::Message::text(crate::canonical::Role::User, "hello there friend")],
+            messages: vec![crate::canonical::Message::text(
+                crate::canonical::Role::User,
+                "hello there friend",
+            )],
             ..ChatRequest::default()
         };
         let usage = usage_or_estimate(&request, Usage::default(), "general kenobi", &[]);

@@ -19,16 +19,28 @@ impl MockProvider {
 }
 
 impl Provider for MockProvider {
-    fn chat(&self, _req: &ChatRequest, _upstream_model: &str) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
+    fn chat(
+        &self,
+        _req: &ChatRequest,
+        _upstream_model: &str,
+    ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
         let _ = &self.settings;
         Box::pin(async { Err(GatewayError::internal("not implemented")) })
     }
 
-    fn chat_stream(&self, _req: &ChatRequest, _upstream_model: &str) -> BoxFuture<'static, Result<EventStream, GatewayError>> {
+    fn chat_stream(
+        &self,
+        _req: &ChatRequest,
+        _upstream_model: &str,
+    ) -> BoxFuture<'static, Result<EventStream, GatewayError>> {
         Box::pin(async { Err(GatewayError::internal("not implemented")) })
     }
 
-    fn embed(&self, _req: &EmbeddingsRequest, _upstream_model: &str) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
+    fn embed(
+        &self,
+        _req: &EmbeddingsRequest,
+        _upstream_model: &str,
+    ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
         Box::pin(async { Err(GatewayError::internal("not implemented")) })
     }
 }

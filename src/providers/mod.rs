@@ -112,7 +112,10 @@ pub trait Wire: Send + Sync + 'static {
 
     /// Parse an embeddings answer.
     fn parse_embeddings(&self, _body: &[u8]) -> Result<EmbeddingsResponse, GatewayError> {
-        Err(GatewayError::upstream(ErrorCode::BadGateway, "embeddings not supported"))
+        Err(GatewayError::upstream(
+            ErrorCode::BadGateway,
+            "embeddings not supported",
+        ))
     }
 }
 
@@ -141,7 +144,13 @@ pub struct HttpProvider<W: Wire> {
 
 impl<W: Wire> HttpProvider<W> {
     /// A provider named `name` at `base_url` (no trailing slash needed).
-    pub fn new(name: &str, base_url: &str, timeout: Duration, client: reqwest::Client, wire: W) -> Self {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        timeout: Duration,
+        client: reqwest::Client,
+        wire: W,
+    ) -> Self {
         HttpProvider {
             name: name.into(),
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -151,9 +160,16 @@ impl<W: Wire> HttpProvider<W> {
         }
     }
 
-    fn send(&self, wire_req: WireRequest) -> impl std::future::Future<Output = Result<reqwest::Response, GatewayError>> + Send + 'static {
+    fn send(
+        &self,
+        wire_req: WireRequest,
+    ) -> impl std::future::Future<Output = Result<reqwest::Response, GatewayError>> + Send + 'static
+    {
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         for (k, v) in wire_req.headers {
             headers.insert(k, v);
         }
@@ -180,7 +196,12 @@ impl<W: Wire> HttpProvider<W> {
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
-            Err(status_error(&name, status, &wire.error_message(&body), retry_after))
+            Err(status_error(
+                &name,
+                status,
+                &wire.error_message(&body),
+                retry_after,
+            ))
         }
     }
 }
@@ -254,7 +275,12 @@ impl<W: Wire> Provider for HttpProvider<W> {
 
 /// Turn an upstream byte stream into canonical events, chunk by chunk. Dropping the
 /// returned stream drops the upstream response, which closes its connection (cancel).
-fn decode_sse<S>(name: Arc<str>, bytes: S, decoder: Box<dyn StreamDecoder>, idle: Duration) -> EventStream
+fn decode_sse<S>(
+    name: Arc<str>,
+    bytes: S,
+    decoder: Box<dyn StreamDecoder>,
+    idle: Duration,
+) -> EventStream
 where
     S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
 {
@@ -307,7 +333,8 @@ where
                     failure = Some(err);
                 }
             }
-            let mut items: Vec<Result<StreamEvent, GatewayError>> = out.into_iter().map(Ok).collect();
+            let mut items: Vec<Result<StreamEvent, GatewayError>> =
+                out.into_iter().map(Ok).collect();
             if let Some(err) = failure {
                 items.push(Err(err));
                 st.done = true;
@@ -326,13 +353,20 @@ where
 pub fn timeout_error(provider: &str, after: Duration) -> GatewayError {
     GatewayError::upstream(
         ErrorCode::Timeout,
-        format!("provider `{provider}` did not answer within {} ms", after.as_millis()),
+        format!(
+            "provider `{provider}` did not answer within {} ms",
+            after.as_millis()
+        ),
     )
 }
 
 /// 502/504 from a transport failure; the URL is stripped so nothing sensitive leaks.
 pub fn transport_error(provider: &str, err: reqwest::Error) -> GatewayError {
-    let code = if err.is_timeout() { ErrorCode::Timeout } else { ErrorCode::BadGateway };
+    let code = if err.is_timeout() {
+        ErrorCode::Timeout
+    } else {
+        ErrorCode::BadGateway
+    };
     let what = if err.is_connect() {
         "cannot connect to"
     } else if err.is_timeout() {
@@ -345,16 +379,33 @@ pub fn transport_error(provider: &str, err: reqwest::Error) -> GatewayError {
 }
 
 /// Map a provider's error status to ours.
-pub fn status_error(provider: &str, status: u16, message: &str, retry_after: Option<Duration>) -> GatewayError {
+pub fn status_error(
+    provider: &str,
+    status: u16,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> GatewayError {
     let (code, text) = match status {
-        429 => (ErrorCode::RateLimited, format!("provider `{provider}` is rate limiting: {message}")),
+        429 => (
+            ErrorCode::RateLimited,
+            format!("provider `{provider}` is rate limiting: {message}"),
+        ),
         401 | 403 => (
             ErrorCode::BadGateway,
             format!("provider `{provider}` rejected the gateway's credentials ({status})"),
         ),
-        408 => (ErrorCode::Timeout, format!("provider `{provider}` timed out: {message}")),
-        400..=499 => (ErrorCode::InvalidRequest, format!("provider `{provider}` rejected the request: {message}")),
-        _ => (ErrorCode::BadGateway, format!("provider `{provider}` failed with {status}: {message}")),
+        408 => (
+            ErrorCode::Timeout,
+            format!("provider `{provider}` timed out: {message}"),
+        ),
+        400..=499 => (
+            ErrorCode::InvalidRequest,
+            format!("provider `{provider}` rejected the request: {message}"),
+        ),
+        _ => (
+            ErrorCode::BadGateway,
+            format!("provider `{provider}` failed with {status}: {message}"),
+        ),
     };
     GatewayError::upstream(code, text)
         .with_upstream_status(status)
@@ -378,7 +429,8 @@ pub fn unparseable(provider_kind: &str, err: impl std::fmt::Display) -> GatewayE
 
 /// A header value from config/env text, as a 500 if it holds bytes HTTP forbids.
 pub fn header_value(value: &str) -> Result<HeaderValue, GatewayError> {
-    HeaderValue::from_str(value).map_err(|_| GatewayError::internal("provider credential is not a valid header value"))
+    HeaderValue::from_str(value)
+        .map_err(|_| GatewayError::internal("provider credential is not a valid header value"))
 }
 
 /// One configured model, resolved to its provider.
@@ -408,10 +460,9 @@ impl Registry {
         let mut routes = HashMap::new();
         let mut model_names = Vec::new();
         for m in &config.models {
-            let provider = providers
-                .get(m.provider.as_str())
-                .cloned()
-                .ok_or_else(|| GatewayError::internal(format!("model {} names unknown provider", m.name)))?;
+            let provider = providers.get(m.provider.as_str()).cloned().ok_or_else(|| {
+                GatewayError::internal(format!("model {} names unknown provider", m.name))
+            })?;
             model_names.push(m.name.clone());
             routes.insert(
                 m.name.clone(),
@@ -422,7 +473,10 @@ impl Registry {
                 },
             );
         }
-        Ok(Registry { routes, model_names })
+        Ok(Registry {
+            routes,
+            model_names,
+        })
     }
 
     /// The route for a client-facing model name.
@@ -452,7 +506,10 @@ fn api_key(p: &ProviderConfig) -> Secret<String> {
 }
 
 /// The registry line per provider kind.
-pub fn build_provider(p: &ProviderConfig, client: reqwest::Client) -> Result<Arc<dyn Provider>, GatewayError> {
+pub fn build_provider(
+    p: &ProviderConfig,
+    client: reqwest::Client,
+) -> Result<Arc<dyn Provider>, GatewayError> {
     let timeout = Duration::from_millis(p.timeout_ms);
     let key = api_key(p);
     let base = |default: &str| p.base_url.clone().unwrap_or_else(|| default.to_string());
@@ -479,11 +536,19 @@ pub fn build_provider(p: &ProviderConfig, client: reqwest::Client) -> Result<Arc
             gemini::GeminiWire::new(key),
         )),
         "mock" => match &p.base_url {
-            Some(url) => Arc::new(HttpProvider::new(&p.name, url, timeout, client, openai::OpenAiWire::new(key))),
+            Some(url) => Arc::new(HttpProvider::new(
+                &p.name,
+                url,
+                timeout,
+                client,
+                openai::OpenAiWire::new(key),
+            )),
             None => Arc::new(mock::MockProvider::new(p.mock.clone())),
         },
         other => {
-            return Err(GatewayError::internal(format!("unknown provider kind {other}")));
+            return Err(GatewayError::internal(format!(
+                "unknown provider kind {other}"
+            )));
         }
     };
     Ok(provider)

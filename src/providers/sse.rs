@@ -109,6 +109,7 @@ impl SseParser {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -125,7 +126,11 @@ mod tests {
 
     #[test]
     fn parses_named_events_split_anywhere() {
-        let events = parse_all(&[b"event: message_start\nda", b"ta: {\"a\":1}\n", b"\n: ping\n\ndata: x\r\n\r\n"]);
+        let events = parse_all(&[
+            b"event: message_start\nda",
+            b"ta: {\"a\":1}\n",
+            b"\n: ping\n\ndata: x\r\n\r\n",
+        ]);
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].event, "message_start");
         assert_eq!(events[0].data, "{\"a\":1}");

@@ -30,13 +30,19 @@ impl Proc {
     /// Send a signal (e.g. "TERM", "KILL") and wait for exit.
     pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-s", signal, &pid]).status().unwrap();
+        Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "process did not exit after {signal}");
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit after {signal}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -69,9 +75,17 @@ fn start(mut cmd: Command, stderr_path: Option<PathBuf>) -> Proc {
     let mut reader = BufReader::new(stdout);
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
-    let Some(addr) = line.trim().rsplit("http://").next().filter(|a| a.contains(':')).map(str::to_string) else {
+    let Some(addr) = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .filter(|a| a.contains(':'))
+        .map(str::to_string)
+    else {
         let _ = child.kill();
-        let stderr = stderr_path.map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default();
+        let stderr = stderr_path
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default();
         panic!("process did not report its address; stdout: {line:?}; stderr: {stderr}");
     };
     // Keep draining stdout so the child never blocks on a full pipe.
@@ -81,13 +95,18 @@ fn start(mut cmd: Command, stderr_path: Option<PathBuf>) -> Proc {
             sink.clear();
         }
     });
-    Proc { child, addr, stderr_path }
+    Proc {
+        child,
+        addr,
+        stderr_path,
+    }
 }
 
 /// `switchyard mock-provider --listen 127.0.0.1:0 ARGS…`
 pub fn mock_provider(args: &[&str]) -> Proc {
     let mut cmd = Command::new(bin());
-    cmd.args(["mock-provider", "--listen", "127.0.0.1:0"]).args(args);
+    cmd.args(["mock-provider", "--listen", "127.0.0.1:0"])
+        .args(args);
     start(cmd, None)
 }
 
@@ -131,7 +150,9 @@ pub fn gateway_in(dir: tempfile::TempDir, config: &str) -> Gateway {
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, config).unwrap();
     let mut cmd = Command::new(bin());
-    cmd.args(["serve", "--config"]).arg(&path).env("RUST_LOG", "info,switchyard=debug");
+    cmd.args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info,switchyard=debug");
     let stderr = dir.path().join("gateway.stderr");
     let proc = start(cmd, Some(stderr));
     Gateway { proc, dir }
@@ -207,12 +228,21 @@ fn unsafe_env(key: &str, value: &str) {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// POST JSON with the test key as Bearer.
 pub async fn post(url: &str, body: &serde_json::Value) -> reqwest::Response {
-    client().post(url).bearer_auth(KEY).json(body).send().await.unwrap()
+    client()
+        .post(url)
+        .bearer_auth(KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Parse a whole SSE body into (event, data) pairs.
@@ -261,5 +291,12 @@ where
 
 /// GET the mock's counters.
 pub async fn mock_stats(mock: &Proc) -> serde_json::Value {
-    client().get(mock.url("/_mock/stats")).send().await.unwrap().json().await.unwrap()
+    client()
+        .get(mock.url("/_mock/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

@@ -8,6 +8,7 @@
 pub mod canonical;
 pub mod config;
 pub mod error;
+pub mod mock_server;
 pub mod providers;
 pub mod tokens;
 pub mod logstore;

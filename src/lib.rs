@@ -9,6 +9,7 @@ pub mod canonical;
 pub mod config;
 pub mod dialect;
 pub mod error;
+pub mod mock_server;
 pub mod providers;
 pub mod tokens;
 pub mod logstore;

@@ -1,46 +1,824 @@
-//! The `mock` provider (stub: being written).
+//! The `mock` provider: deterministic answers without a network, for the quickstart, tests,
+//! benchmarks and chaos drills.
+//!
+//! [`generate`] is the one answer generator. It works on a [`MockPrompt`], a small view of a
+//! request that both the canonical [`ChatRequest`] ([`MockPrompt::from_chat`]) and the raw wire
+//! JSON read by [`crate::mock_server`] can produce, so the in-process mock and the HTTP mock
+//! answer alike. [`MockProvider`] answers in-process and honours [`MockSettings`] (latency,
+//! streaming pace, injected errors, hangs).
+//!
+//! The rules of an answer:
+//! - the request offers tools, `tool_choice` is not `none` and the last message is not a tool
+//!   result → one call to the forced tool (or the first tool), id `call_mock_<n>` where `n` is
+//!   the number of non-system messages, arguments `{"query":"<last user text, ≤100 chars>"}`;
+//! - the last message is a tool result → `tool said: <result text>`;
+//! - otherwise `mock answer from <model>:` padded with filler words to `output_tokens` words,
+//!   plus ` echo: <last user text>` when that text contains `ECHO`.
+//!
+//! Tokens are whitespace-separated words; `max_tokens` caps the output words (finish `Length`).
 
 use super::{EventStream, Provider};
-use crate::canonical::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
+use crate::canonical::{
+    ChatRequest, ChatResponse, ContentPart, EmbeddingsRequest, EmbeddingsResponse, FinishReason,
+    Message, Role, StreamEvent, ToolCall, ToolChoice, Usage,
+};
 use crate::config::MockSettings;
 use crate::error::GatewayError;
 use futures_util::future::BoxFuture;
+use futures_util::stream::StreamExt;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The filler words a text answer cycles through.
+const FILLER: [&str; 16] = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+];
+
+/// The longest query (in characters) put into a mock tool call's arguments.
+const QUERY_CHARS: usize = 100;
+
+/// The most embedding dimensions the mock produces (guards memory against a silly request).
+pub const MAX_EMBEDDING_DIMS: usize = 8192;
+
+/// Embedding dimensions when the request names none.
+pub const DEFAULT_EMBEDDING_DIMS: usize = 8;
+
+/// How the mock should treat the request's tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockToolChoice<'a> {
+    /// Call a tool when tools are offered (also OpenAI `required`, Anthropic `any`).
+    Auto,
+    /// Never call a tool.
+    None,
+    /// Call this tool.
+    Tool(&'a str),
+}
+
+/// The parts of a request the mock answer depends on, borrowed from wherever it was parsed.
+#[derive(Debug, Clone)]
+pub struct MockPrompt<'a> {
+    /// The model to name in the answer.
+    pub model: &'a str,
+    /// The first tool offered, if any.
+    pub first_tool: Option<&'a str>,
+    /// The request's tool choice.
+    pub tool_choice: MockToolChoice<'a>,
+    /// The text of the last message when that message is a tool result.
+    pub tool_result: Option<Cow<'a, str>>,
+    /// The text of the last user message that has text.
+    pub last_user_text: Cow<'a, str>,
+    /// Words in all message text (system included): the answer's input tokens.
+    pub input_tokens: u64,
+    /// The request's output cap in words.
+    pub max_tokens: Option<u32>,
+    /// Non-system messages in the request; numbers the tool call id.
+    pub turns: usize,
+}
+
+impl<'a> MockPrompt<'a> {
+    /// The view of a canonical request, answered as `model`.
+    pub fn from_chat(req: &'a ChatRequest, model: &'a str) -> MockPrompt<'a> {
+        let mut input_tokens = 0;
+        let mut last_user_text: Cow<'a, str> = Cow::Borrowed("");
+        let mut turns = 0;
+        for message in &req.messages {
+            let text = message_text(message);
+            input_tokens += count_words(&text);
+            if message.role != Role::System {
+                turns += 1;
+            }
+            if message.role == Role::User && !text.is_empty() {
+                last_user_text = text;
+            }
+        }
+        let tool_result = req
+            .messages
+            .last()
+            .filter(|m| m.role == Role::Tool)
+            .map(message_text);
+        let tool_choice = match &req.tool_choice {
+            Some(ToolChoice::None) => MockToolChoice::None,
+            Some(ToolChoice::Tool(name)) => MockToolChoice::Tool(name),
+            Some(ToolChoice::Auto) | Some(ToolChoice::Required) | None => MockToolChoice::Auto,
+        };
+        MockPrompt {
+            model,
+            first_tool: req.tools.first().map(|t| t.name.as_str()),
+            tool_choice,
+            tool_result,
+            last_user_text,
+            input_tokens,
+            max_tokens: req.max_tokens,
+            turns,
+        }
+    }
+}
+
+/// A message's text parts, borrowed when there is just one.
+fn message_text(message: &Message) -> Cow<'_, str> {
+    let mut texts = message.content.iter().filter_map(|part| match part {
+        ContentPart::Text { text } => Some(text.as_str()),
+        ContentPart::Image { .. } => None,
+    });
+    match (texts.next(), texts.next()) {
+        (None, _) => Cow::Borrowed(""),
+        (Some(only), None) => Cow::Borrowed(only),
+        (Some(_), Some(_)) => Cow::Owned(message.joined_text()),
+    }
+}
+
+/// A generated answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockAnswer {
+    /// The output text (empty for a tool call).
+    pub text: String,
+    /// The one tool call, when the answer calls a tool.
+    pub tool_call: Option<ToolCall>,
+    /// Why the answer stopped.
+    pub finish: FinishReason,
+    /// Input and output words.
+    pub usage: Usage,
+}
+
+/// Whitespace-separated words in `text`: the mock's token count.
+pub fn count_words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+/// `text` cut to at most `max` characters (on a character boundary).
+pub fn truncate_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text.get(..end).unwrap_or(text),
+        None => text,
+    }
+}
+
+/// The byte length of `text` up to the end of its `words`-th word, when it has more words.
+fn cut_after_words(text: &str, words: usize) -> Option<usize> {
+    let mut seen = 0;
+    let mut in_word = false;
+    let mut end = 0;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if in_word {
+                in_word = false;
+                end = i;
+            }
+        } else if !in_word {
+            in_word = true;
+            seen += 1;
+            if seen > words {
+                return Some(end);
+            }
+        }
+    }
+    None
+}
+
+/// The answer to `prompt`, with text answers padded to about `output_tokens` words.
+pub fn generate(prompt: &MockPrompt<'_>, output_tokens: u32) -> MockAnswer {
+    let input_tokens = prompt.input_tokens;
+    if let (Some(first_tool), None) = (prompt.first_tool, &prompt.tool_result) {
+        let name = match prompt.tool_choice {
+            MockToolChoice::None => None,
+            MockToolChoice::Auto => Some(first_tool),
+            MockToolChoice::Tool(forced) => Some(forced),
+        };
+        if let Some(name) = name {
+            let query = truncate_chars(&prompt.last_user_text, QUERY_CHARS);
+            let arguments = serde_json::json!({ "query": query }).to_string();
+            let output_tokens = count_words(&arguments);
+            return MockAnswer {
+                text: String::new(),
+                tool_call: Some(ToolCall {
+                    id: format!("call_mock_{}", prompt.turns),
+                    name: name.to_string(),
+                    arguments,
+                }),
+                finish: FinishReason::ToolCalls,
+                usage: usage(input_tokens, output_tokens),
+            };
+        }
+    }
+    let mut text;
+    if let Some(result) = &prompt.tool_result {
+        text = String::with_capacity(11 + result.len());
+        text.push_str("tool said: ");
+        text.push_str(result);
+    } else {
+        text = String::with_capacity(24 + prompt.model.len() + 8 * output_tokens as usize);
+        text.push_str("mock answer from ");
+        text.push_str(prompt.model);
+        text.push(':');
+        let have = count_words(&text);
+        let need = u64::from(output_tokens).saturating_sub(have);
+        for word in FILLER.iter().cycle().take(need as usize) {
+            text.push(' ');
+            text.push_str(word);
+        }
+        if prompt.last_user_text.contains("ECHO") {
+            text.push_str(" echo: ");
+            text.push_str(&prompt.last_user_text);
+        }
+    }
+    let mut finish = FinishReason::Stop;
+    if let Some(cap) = prompt.max_tokens {
+        if let Some(end) = cut_after_words(&text, cap as usize) {
+            text.truncate(end);
+            finish = FinishReason::Length;
+        }
+    }
+    let output_tokens = count_words(&text);
+    MockAnswer {
+        text,
+        tool_call: None,
+        finish,
+        usage: usage(input_tokens, output_tokens),
+    }
+}
+
+fn usage(input_tokens: u64, output_tokens: u64) -> Usage {
+    Usage {
+        input_tokens,
+        output_tokens,
+        cached_input_tokens: 0,
+        estimated: false,
+    }
+}
+
+/// `text` split at word boundaries into at most `chunks` non-empty pieces that join back to
+/// `text` exactly; the space before a word starts the piece holding that word.
+pub fn split_chunks(text: &str, chunks: u32) -> Vec<&str> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    // Byte offsets where the whitespace before the 2nd, 3rd, … word begins.
+    let mut gaps = Vec::new();
+    let mut gap_start = None;
+    let mut seen_word = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if gap_start.is_none() {
+                gap_start = Some(i);
+            }
+        } else {
+            if let (Some(start), true) = (gap_start, seen_word) {
+                gaps.push(start);
+            }
+            gap_start = None;
+            seen_word = true;
+        }
+    }
+    let words = gaps.len() + 1;
+    let pieces = (chunks.max(1) as usize).min(words);
+    let mut out = Vec::with_capacity(pieces);
+    let mut from = 0;
+    for j in 1..pieces {
+        let Some(&cut) = gaps.get(j * words / pieces - 1) else {
+            continue;
+        };
+        if let Some(piece) = text.get(from..cut) {
+            out.push(piece);
+            from = cut;
+        }
+    }
+    if let Some(rest) = text.get(from..) {
+        out.push(rest);
+    }
+    out
+}
+
+/// Tool-call arguments split into two pieces (on a character boundary) for streaming.
+pub fn split_arguments(arguments: &str) -> (&str, &str) {
+    let mut mid = arguments.len() / 2;
+    while !arguments.is_char_boundary(mid) {
+        mid -= 1;
+    }
+    arguments.split_at(mid)
+}
+
+/// A deterministic unit vector for `text`, from a hash of it.
+pub fn embed_text(text: &str, dims: usize) -> Vec<f32> {
+    // FNV-1a seeds a splitmix64 sequence.
+    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let dims = dims.clamp(1, MAX_EMBEDDING_DIMS);
+    let mut vector: Vec<f32> = (0..dims)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            ((z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect();
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
+    vector
+}
+
+/// Whether this request gets an injected error, at `error_rate`.
+pub fn roll_error(error_rate: f64) -> bool {
+    error_rate >= 1.0 || (error_rate > 0.0 && rand::random::<f64>() < error_rate)
+}
+
+/// The gateway error an injected `status` becomes (429 asks to retry after 1 s).
+pub fn injected_error(status: u16) -> GatewayError {
+    let retry_after = (status == 429).then(|| Duration::from_secs(1));
+    super::status_error("mock", status, "mock injected error", retry_after)
+}
+
+/// Sleep `ms` milliseconds (nothing when 0).
+async fn pause(ms: u64) {
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Latency, then a hang or an injected error when the settings ask for one.
+async fn faults(settings: &MockSettings, fail: bool) -> Result<(), GatewayError> {
+    pause(settings.latency_ms).await;
+    if settings.hang {
+        std::future::pending::<()>().await;
+    }
+    if fail {
+        return Err(injected_error(settings.error_status));
+    }
+    Ok(())
+}
 
 /// Answers in-process with generated text.
 pub struct MockProvider {
-    settings: MockSettings,
+    settings: Arc<MockSettings>,
+    next_id: AtomicU64,
 }
 
 impl MockProvider {
     /// A mock with these settings.
     pub fn new(settings: MockSettings) -> Self {
-        MockProvider { settings }
+        MockProvider {
+            settings: Arc::new(settings),
+            next_id: AtomicU64::new(1),
+        }
     }
+
+    fn response_id(&self) -> String {
+        format!("mock-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The canonical events of a streamed answer, in order.
+fn stream_events(id: String, model: String, answer: MockAnswer, chunks: u32) -> Vec<StreamEvent> {
+    let mut events = Vec::with_capacity(chunks as usize + 4);
+    events.push(StreamEvent::Start { id, model });
+    if let Some(call) = answer.tool_call {
+        let (head, tail) = split_arguments(&call.arguments);
+        let (head, tail) = (head.to_string(), tail.to_string());
+        events.push(StreamEvent::ToolCallStart {
+            index: 0,
+            id: call.id,
+            name: call.name,
+        });
+        events.push(StreamEvent::ToolCallDelta {
+            index: 0,
+            arguments: head,
+        });
+        events.push(StreamEvent::ToolCallDelta {
+            index: 0,
+            arguments: tail,
+        });
+    } else {
+        for piece in split_chunks(&answer.text, chunks) {
+            events.push(StreamEvent::TextDelta {
+                text: piece.to_string(),
+            });
+        }
+    }
+    events.push(StreamEvent::Finish {
+        reason: answer.finish,
+    });
+    events.push(StreamEvent::Usage {
+        usage: answer.usage,
+    });
+    events
+}
+
+/// The events as a stream paced by the settings: `first_token_delay_ms` before the first
+/// event, `chunk_interval_ms` between deltas.
+fn paced(events: Vec<StreamEvent>, settings: &MockSettings) -> EventStream {
+    let first_delay = settings.first_token_delay_ms;
+    let interval = settings.chunk_interval_ms;
+    if first_delay == 0 && interval == 0 {
+        return futures_util::stream::iter(events.into_iter().map(Ok)).boxed();
+    }
+    let state = (events.into_iter(), true, false);
+    futures_util::stream::unfold(state, move |(mut events, first, mut seen_delta)| async move {
+        let event = events.next()?;
+        let is_delta = matches!(
+            event,
+            StreamEvent::TextDelta { .. } | StreamEvent::ToolCallDelta { .. }
+        );
+        if first {
+            pause(first_delay).await;
+        } else if is_delta && seen_delta {
+            pause(interval).await;
+        }
+        seen_delta |= is_delta;
+        Some((Ok(event), (events, false, seen_delta)))
+    })
+    .boxed()
 }
 
 impl Provider for MockProvider {
     fn chat(
         &self,
-        _req: &ChatRequest,
-        _upstream_model: &str,
+        req: &ChatRequest,
+        upstream_model: &str,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
-        let _ = &self.settings;
-        Box::pin(async { Err(GatewayError::internal("not implemented")) })
+        let settings = self.settings.clone();
+        let fail = roll_error(settings.error_rate);
+        let answer = generate(
+            &MockPrompt::from_chat(req, upstream_model),
+            settings.output_tokens,
+        );
+        let id = self.response_id();
+        let model = upstream_model.to_string();
+        Box::pin(async move {
+            faults(&settings, fail).await?;
+            Ok(ChatResponse {
+                id,
+                model,
+                text: answer.text,
+                tool_calls: answer.tool_call.into_iter().collect(),
+                finish_reason: answer.finish,
+                usage: answer.usage,
+            })
+        })
     }
 
     fn chat_stream(
         &self,
-        _req: &ChatRequest,
-        _upstream_model: &str,
+        req: &ChatRequest,
+        upstream_model: &str,
     ) -> BoxFuture<'static, Result<EventStream, GatewayError>> {
-        Box::pin(async { Err(GatewayError::internal("not implemented")) })
+        let settings = self.settings.clone();
+        let fail = roll_error(settings.error_rate);
+        let answer = generate(
+            &MockPrompt::from_chat(req, upstream_model),
+            settings.output_tokens,
+        );
+        let id = self.response_id();
+        let model = upstream_model.to_string();
+        Box::pin(async move {
+            faults(&settings, fail).await?;
+            let events = stream_events(id, model, answer, settings.stream_chunks);
+            Ok(paced(events, &settings))
+        })
     }
 
     fn embed(
         &self,
-        _req: &EmbeddingsRequest,
-        _upstream_model: &str,
+        req: &EmbeddingsRequest,
+        upstream_model: &str,
     ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
-        Box::pin(async { Err(GatewayError::internal("not implemented")) })
+        let settings = self.settings.clone();
+        let fail = roll_error(settings.error_rate);
+        let dims = req
+            .dimensions
+            .map_or(DEFAULT_EMBEDDING_DIMS, |d| d as usize);
+        let vectors = req.input.iter().map(|t| embed_text(t, dims)).collect();
+        let input_tokens = req.input.iter().map(|t| count_words(t)).sum();
+        let model = upstream_model.to_string();
+        Box::pin(async move {
+            faults(&settings, fail).await?;
+            Ok(EmbeddingsResponse {
+                model,
+                vectors,
+                usage: usage(input_tokens, 0),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::canonical::Tool;
+
+    fn request(messages: Vec<Message>) -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages,
+            ..ChatRequest::default()
+        }
+    }
+
+    fn weather_tool() -> Tool {
+        Tool {
+            name: "get_weather".into(),
+            description: None,
+            parameters: serde_json::json!({"type": "object"}),
+        }
+    }
+
+    fn settings() -> MockSettings {
+        MockSettings::default()
+    }
+
+    #[test]
+    fn text_answer_names_the_model_and_has_output_tokens_words() {
+        let req = request(vec![Message::text(Role::User, "hello there")]);
+        let answer = generate(&MockPrompt::from_chat(&req, "mock-1"), 10);
+        assert!(answer.text.starts_with("mock answer from mock-1: lorem ipsum"));
+        assert_eq!(count_words(&answer.text), 10);
+        assert_eq!(answer.usage.output_tokens, 10);
+        assert_eq!(answer.usage.input_tokens, 2);
+        assert_eq!(answer.finish, FinishReason::Stop);
+        assert!(answer.tool_call.is_none());
+    }
+
+    #[test]
+    fn echo_in_user_text_appends_it() {
+        let req = request(vec![Message::text(Role::User, "say ECHO please")]);
+        let answer = generate(&MockPrompt::from_chat(&req, "m"), 4);
+        assert_eq!(answer.text, "mock answer from m: echo: say ECHO please");
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        let req = request(vec![Message::text(Role::User, "same")]);
+        let a = generate(&MockPrompt::from_chat(&req, "m"), 30);
+        let b = generate(&MockPrompt::from_chat(&req, "m"), 30);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn tools_offered_give_one_call_to_the_first_tool() {
+        let mut req = request(vec![
+            Message::text(Role::System, "be brief"),
+            Message::text(Role::User, "weather in Paris?"),
+        ]);
+        req.tools = vec![weather_tool()];
+        let answer = generate(&MockPrompt::from_chat(&req, "m"), 16);
+        let call = answer.tool_call.expect("tool call");
+        assert_eq!(call.id, "call_mock_1");
+        assert_eq!(call.name, "get_weather");
+        let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+        assert_eq!(args, serde_json::json!({"query": "weather in Paris?"}));
+        assert_eq!(answer.finish, FinishReason::ToolCalls);
+        assert!(answer.text.is_empty());
+    }
+
+    #[test]
+    fn forced_tool_is_called_and_query_is_truncated_to_100_chars() {
+        let mut req = request(vec![Message::text(Role::User, "é".repeat(150))]);
+        req.tools = vec![weather_tool()];
+        req.tool_choice = Some(ToolChoice::Tool("lookup".into()));
+        let call = generate(&MockPrompt::from_chat(&req, "m"), 16)
+            .tool_call
+            .unwrap();
+        assert_eq!(call.name, "lookup");
+        let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+        assert_eq!(args["query"].as_str().unwrap().chars().count(), 100);
+    }
+
+    #[test]
+    fn tool_choice_none_answers_text() {
+        let mut req = request(vec![Message::text(Role::User, "hi")]);
+        req.tools = vec![weather_tool()];
+        req.tool_choice = Some(ToolChoice::None);
+        let answer = generate(&MockPrompt::from_chat(&req, "m"), 8);
+        assert!(answer.tool_call.is_none());
+        assert!(answer.text.starts_with("mock answer from m:"));
+    }
+
+    #[test]
+    fn tool_result_last_answers_what_the_tool_said() {
+        let mut result = Message::text(Role::Tool, "sunny, 21C");
+        result.tool_call_id = Some("call_mock_1".into());
+        let mut req = request(vec![Message::text(Role::User, "weather?"), result]);
+        req.tools = vec![weather_tool()];
+        let answer = generate(&MockPrompt::from_chat(&req, "m"), 16);
+        assert_eq!(answer.text, "tool said: sunny, 21C");
+        assert_eq!(answer.finish, FinishReason::Stop);
+        assert!(answer.tool_call.is_none());
+    }
+
+    #[test]
+    fn max_tokens_caps_output_words_and_finishes_length() {
+        let mut req = request(vec![Message::text(Role::User, "hi")]);
+        req.max_tokens = Some(6);
+        let answer = generate(&MockPrompt::from_chat(&req, "m"), 50);
+        assert_eq!(answer.text, "mock answer from m: lorem ipsum");
+        assert_eq!(answer.usage.output_tokens, 6);
+        assert_eq!(answer.finish, FinishReason::Length);
+        req.max_tokens = Some(0);
+        let answer = generate(&MockPrompt::from_chat(&req, "m"), 50);
+        assert_eq!(answer.text, "");
+        assert_eq!(answer.finish, FinishReason::Length);
+    }
+
+    #[test]
+    fn max_tokens_above_output_keeps_finish_stop() {
+        let mut req = request(vec![Message::text(Role::User, "hi")]);
+        req.max_tokens = Some(100);
+        let answer = generate(&MockPrompt::from_chat(&req, "m"), 12);
+        assert_eq!(answer.finish, FinishReason::Stop);
+        assert_eq!(answer.usage.output_tokens, 12);
+    }
+
+    #[test]
+    fn chunks_join_back_to_the_text() {
+        let text = "one two  three four five six seven";
+        for n in [0, 1, 2, 3, 7, 8, 100] {
+            let pieces = split_chunks(text, n);
+            assert_eq!(pieces.concat(), text, "{n}");
+            assert!(pieces.iter().all(|p| !p.is_empty()));
+            assert_eq!(pieces.len(), (n.max(1) as usize).min(7));
+        }
+        assert_eq!(split_chunks("a b", 2), vec!["a", " b"]);
+        assert!(split_chunks("", 4).is_empty());
+        assert_eq!(split_chunks("  ", 4), vec!["  "]);
+    }
+
+    #[test]
+    fn arguments_split_on_a_char_boundary() {
+        let (a, b) = split_arguments("{\"q\":\"ééé\"}");
+        assert_eq!(format!("{a}{b}"), "{\"q\":\"ééé\"}");
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let a = embed_text("hello", 8);
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, embed_text("hello", 8));
+        assert_ne!(a, embed_text("hellp", 8));
+        let norm: f32 = a.iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[tokio::test]
+    async fn provider_chat_answers() {
+        let provider = MockProvider::new(settings());
+        let req = request(vec![Message::text(Role::User, "hi")]);
+        let response = provider.chat(&req, "up").await.unwrap();
+        assert_eq!(response.model, "up");
+        assert!(response.text.starts_with("mock answer from up:"));
+        assert_eq!(response.usage.output_tokens, 16);
+    }
+
+    #[tokio::test]
+    async fn provider_stream_events_come_in_order() {
+        let provider = MockProvider::new(MockSettings {
+            output_tokens: 10,
+            stream_chunks: 4,
+            ..settings()
+        });
+        let req = request(vec![Message::text(Role::User, "hi")]);
+        let stream = provider.chat_stream(&req, "up").await.unwrap();
+        let events: Vec<StreamEvent> = stream.map(|e| e.unwrap()).collect().await;
+        assert_eq!(events.len(), 1 + 4 + 2);
+        assert!(matches!(events.first(), Some(StreamEvent::Start { .. })));
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::TextDelta { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(count_words(&text), 10);
+        assert!(matches!(
+            events.get(5),
+            Some(StreamEvent::Finish {
+                reason: FinishReason::Stop
+            })
+        ));
+        assert!(matches!(events.get(6), Some(StreamEvent::Usage { .. })));
+    }
+
+    #[tokio::test]
+    async fn provider_streams_a_tool_call_in_two_argument_pieces() {
+        let provider = MockProvider::new(settings());
+        let mut req = request(vec![Message::text(Role::User, "weather?")]);
+        req.tools = vec![weather_tool()];
+        let stream = provider.chat_stream(&req, "up").await.unwrap();
+        let events: Vec<StreamEvent> = stream.map(|e| e.unwrap()).collect().await;
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                StreamEvent::Start { .. } => "start",
+                StreamEvent::TextDelta { .. } => "text",
+                StreamEvent::ToolCallStart { .. } => "tool_start",
+                StreamEvent::ToolCallDelta { .. } => "tool_delta",
+                StreamEvent::Finish { .. } => "finish",
+                StreamEvent::Usage { .. } => "usage",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["start", "tool_start", "tool_delta", "tool_delta", "finish", "usage"]
+        );
+        let args: String = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::ToolCallDelta { arguments, .. } => Some(arguments.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(args, r#"{"query":"weather?"}"#);
+    }
+
+    #[tokio::test]
+    async fn error_rate_one_always_fails_with_the_error_status() {
+        let provider = MockProvider::new(MockSettings {
+            error_rate: 1.0,
+            error_status: 429,
+            ..settings()
+        });
+        let req = request(vec![Message::text(Role::User, "hi")]);
+        let err = provider.chat(&req, "up").await.unwrap_err();
+        assert_eq!(err.upstream_status, Some(429));
+        assert_eq!(err.retry_after, Some(Duration::from_secs(1)));
+        assert!(err.retryable());
+        let err = provider.chat_stream(&req, "up").await.err().unwrap();
+        assert_eq!(err.upstream_status, Some(429));
+        let embed = EmbeddingsRequest {
+            model: "e".into(),
+            input: vec!["x".into()],
+            dimensions: None,
+            end_user: None,
+        };
+        assert!(provider.embed(&embed, "e").await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hang_never_answers_until_the_caller_times_out() {
+        let provider = MockProvider::new(MockSettings {
+            hang: true,
+            ..settings()
+        });
+        let req = request(vec![Message::text(Role::User, "hi")]);
+        let waited = tokio::time::timeout(Duration::from_secs(30), provider.chat(&req, "up")).await;
+        assert!(waited.is_err());
+        let waited =
+            tokio::time::timeout(Duration::from_secs(30), provider.chat_stream(&req, "up")).await;
+        assert!(waited.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_waits_first_token_delay_then_chunk_intervals() {
+        let provider = MockProvider::new(MockSettings {
+            latency_ms: 100,
+            first_token_delay_ms: 400,
+            chunk_interval_ms: 50,
+            output_tokens: 8,
+            stream_chunks: 4,
+            ..settings()
+        });
+        let req = request(vec![Message::text(Role::User, "hi")]);
+        let started = tokio::time::Instant::now();
+        let mut stream = provider.chat_stream(&req, "up").await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        stream.next().await.unwrap().unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        while stream.next().await.is_some() {}
+        assert_eq!(started.elapsed(), Duration::from_millis(500 + 3 * 50));
+    }
+
+    #[tokio::test]
+    async fn embed_honours_dimensions() {
+        let provider = MockProvider::new(settings());
+        let req = EmbeddingsRequest {
+            model: "e".into(),
+            input: vec!["a b".into(), "c".into()],
+            dimensions: Some(16),
+            end_user: None,
+        };
+        let response = provider.embed(&req, "e").await.unwrap();
+        assert_eq!(response.vectors.len(), 2);
+        assert!(response.vectors.iter().all(|v| v.len() == 16));
+        assert_eq!(response.usage.input_tokens, 3);
     }
 }

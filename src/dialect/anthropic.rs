@@ -17,8 +17,8 @@
 
 use super::{
     as_object, at, check_fields, fresh_id, get, invalid, join, opt_array, opt_bool, opt_f64,
-    opt_object, opt_str, opt_u32, parse_body, prefixed_id, req_nonempty_str, req_str,
-    to_json_vec, unsupported,
+    opt_object, opt_str, opt_u32, parse_body, prefixed_id, req_nonempty_str, req_str, to_json_vec,
+    unsupported,
 };
 use crate::canonical::{
     ChatRequest, ChatResponse, ContentPart, FinishReason, ImageSource, Message, Role, Tool,
@@ -84,15 +84,16 @@ pub fn parse_messages(body: &[u8]) -> Result<ChatRequest, GatewayError> {
     opt_str(&obj, "", "service_tier")?;
 
     let model = req_nonempty_str(&obj, "", "model")?.to_string();
-    let max_tokens = opt_u32(&obj, "", "max_tokens")?
-        .ok_or_else(|| invalid("max_tokens", "is required"))?;
+    let max_tokens =
+        opt_u32(&obj, "", "max_tokens")?.ok_or_else(|| invalid("max_tokens", "is required"))?;
     if max_tokens == 0 {
         return Err(invalid("max_tokens", "must be at least 1"));
     }
 
     let mut messages = Vec::new();
     parse_system(&obj, &mut messages)?;
-    let items = opt_array(&obj, "", "messages")?.ok_or_else(|| invalid("messages", "is required"))?;
+    let items =
+        opt_array(&obj, "", "messages")?.ok_or_else(|| invalid("messages", "is required"))?;
     if items.is_empty() {
         return Err(invalid("messages", "must contain at least one message"));
     }
@@ -146,10 +147,15 @@ fn parse_system(obj: &Map<String, Value>, out: &mut Vec<Message>) -> Result<(), 
             }
             parts
         }
-        Some(_) => return Err(invalid("system", "must be a string or an array of text blocks")),
+        Some(_) => {
+            return Err(invalid(
+                "system",
+                "must be a string or an array of text blocks",
+            ))
+        }
     };
     if !parts.is_empty() {
-        let mut message = Message::text(Role::System, "");
+        let mut message = empty_message(Role::System);
         message.content = parts;
         out.push(message);
     }
@@ -171,19 +177,25 @@ fn parse_message(value: &Value, path: &str, out: &mut Vec<Message>) -> Result<()
         }
     };
     let content_path = join(path, "content");
-    let mut message = Message::text(role, "");
-    message.content.clear();
+    let mut message = empty_message(role);
     let blocks = match get(obj, "content") {
         None => return Err(invalid(&content_path, "is required")),
         Some(Value::String(text)) => {
             if !text.is_empty() {
-                message.content.push(ContentPart::Text { text: text.clone() });
+                message
+                    .content
+                    .push(ContentPart::Text { text: text.clone() });
             }
             out.push(message);
             return Ok(());
         }
         Some(Value::Array(blocks)) => blocks,
-        Some(_) => return Err(invalid(&content_path, "must be a string or an array of content blocks")),
+        Some(_) => {
+            return Err(invalid(
+                &content_path,
+                "must be a string or an array of content blocks",
+            ))
+        }
     };
 
     let mut tool_results = Vec::new();
@@ -194,14 +206,22 @@ fn parse_message(value: &Value, path: &str, out: &mut Vec<Message>) -> Result<()
         match kind {
             "text" => message.content.push(parse_text_block(obj, &path)?),
             "image" => message.content.push(parse_image_block(obj, &path)?),
-            "tool_use" if role == Role::Assistant => message.tool_calls.push(parse_tool_use(obj, &path)?),
-            "tool_result" if role == Role::User => tool_results.push(parse_tool_result(obj, &path)?),
+            "tool_use" if role == Role::Assistant => {
+                message.tool_calls.push(parse_tool_use(obj, &path)?)
+            }
+            "tool_result" if role == Role::User => {
+                tool_results.push(parse_tool_result(obj, &path)?)
+            }
             "tool_use" | "tool_result" => {
                 return Err(GatewayError::invalid(
                     join(&path, "type"),
                     format!(
                         "`{path}`: `{kind}` blocks belong in {} messages",
-                        if kind == "tool_use" { "assistant" } else { "user" }
+                        if kind == "tool_use" {
+                            "assistant"
+                        } else {
+                            "user"
+                        }
                     ),
                 ))
             }
@@ -227,6 +247,18 @@ fn parse_message(value: &Value, path: &str, out: &mut Vec<Message>) -> Result<()
     Ok(())
 }
 
+/// A message of `role` with no content yet.
+fn empty_message(role: Role) -> Message {
+    Message {
+        role,
+        content: Vec::new(),
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+        is_error: false,
+        name: None,
+    }
+}
+
 fn parse_text_block(obj: &Map<String, Value>, path: &str) -> Result<ContentPart, GatewayError> {
     check_fields(obj, path, &["type", "text", "cache_control", "citations"])?;
     Ok(ContentPart::Text {
@@ -237,7 +269,8 @@ fn parse_text_block(obj: &Map<String, Value>, path: &str) -> Result<ContentPart,
 fn parse_image_block(obj: &Map<String, Value>, path: &str) -> Result<ContentPart, GatewayError> {
     check_fields(obj, path, &["type", "source", "cache_control"])?;
     let source_path = join(path, "source");
-    let source = opt_object(obj, path, "source")?.ok_or_else(|| invalid(&source_path, "is required"))?;
+    let source =
+        opt_object(obj, path, "source")?.ok_or_else(|| invalid(&source_path, "is required"))?;
     let source = match req_str(source, &source_path, "type")? {
         "base64" => {
             check_fields(source, &source_path, &["type", "media_type", "data"])?;
@@ -259,12 +292,16 @@ fn parse_image_block(obj: &Map<String, Value>, path: &str) -> Result<ContentPart
             ))
         }
     };
-    Ok(ContentPart::Image { source, detail: None })
+    Ok(ContentPart::Image {
+        source,
+        detail: None,
+    })
 }
 
 fn parse_tool_use(obj: &Map<String, Value>, path: &str) -> Result<ToolCall, GatewayError> {
     check_fields(obj, path, &["type", "id", "name", "input", "cache_control"])?;
-    let input = opt_object(obj, path, "input")?.ok_or_else(|| invalid(&join(path, "input"), "is required"))?;
+    let input = opt_object(obj, path, "input")?
+        .ok_or_else(|| invalid(&join(path, "input"), "is required"))?;
     Ok(ToolCall {
         id: req_nonempty_str(obj, path, "id")?.to_string(),
         name: req_nonempty_str(obj, path, "name")?.to_string(),
@@ -273,19 +310,27 @@ fn parse_tool_use(obj: &Map<String, Value>, path: &str) -> Result<ToolCall, Gate
 }
 
 fn parse_tool_result(obj: &Map<String, Value>, path: &str) -> Result<Message, GatewayError> {
-    check_fields(obj, path, &["type", "tool_use_id", "content", "is_error", "cache_control"])?;
-    let mut message = Message::text(Role::Tool, "");
-    message.content.clear();
+    check_fields(
+        obj,
+        path,
+        &[
+            "type",
+            "tool_use_id",
+            "content",
+            "is_error",
+            "cache_control",
+        ],
+    )?;
+    let mut message = empty_message(Role::Tool);
     message.tool_call_id = Some(req_nonempty_str(obj, path, "tool_use_id")?.to_string());
     message.is_error = opt_bool(obj, path, "is_error")?.unwrap_or(false);
     let content_path = join(path, "content");
     match get(obj, "content") {
         None => {}
-        Some(Value::String(text)) => {
-            if !text.is_empty() {
-                message.content.push(ContentPart::Text { text: text.clone() });
-            }
-        }
+        Some(Value::String(text)) if text.is_empty() => {}
+        Some(Value::String(text)) => message
+            .content
+            .push(ContentPart::Text { text: text.clone() }),
         Some(Value::Array(blocks)) => {
             for (i, block) in blocks.iter().enumerate() {
                 let block_path = at(&content_path, i);
@@ -302,7 +347,12 @@ fn parse_tool_result(obj: &Map<String, Value>, path: &str) -> Result<Message, Ga
                 }
             }
         }
-        Some(_) => return Err(invalid(&content_path, "must be a string or an array of content blocks")),
+        Some(_) => {
+            return Err(invalid(
+                &content_path,
+                "must be a string or an array of content blocks",
+            ))
+        }
     }
     Ok(message)
 }
@@ -324,9 +374,20 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<Vec<Tool>, GatewayError> {
                 ))
             }
         }
-        check_fields(tool, &path, &["type", "name", "description", "input_schema", "cache_control"])?;
+        check_fields(
+            tool,
+            &path,
+            &[
+                "type",
+                "name",
+                "description",
+                "input_schema",
+                "cache_control",
+            ],
+        )?;
         let schema_path = join(&path, "input_schema");
-        let schema = opt_object(tool, &path, "input_schema")?.ok_or_else(|| invalid(&schema_path, "is required"))?;
+        let schema = opt_object(tool, &path, "input_schema")?
+            .ok_or_else(|| invalid(&schema_path, "is required"))?;
         tools.push(Tool {
             name: req_nonempty_str(tool, &path, "name")?.to_string(),
             description: opt_str(tool, &path, "description")?.map(str::to_string),
@@ -337,7 +398,9 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<Vec<Tool>, GatewayError> {
 }
 
 /// `tool_choice` and its `disable_parallel_tool_use` (→ `parallel_tool_calls: false`).
-fn parse_tool_choice(obj: &Map<String, Value>) -> Result<(Option<ToolChoice>, Option<bool>), GatewayError> {
+fn parse_tool_choice(
+    obj: &Map<String, Value>,
+) -> Result<(Option<ToolChoice>, Option<bool>), GatewayError> {
     let Some(choice) = opt_object(obj, "", "tool_choice")? else {
         return Ok((None, None));
     };

@@ -113,11 +113,14 @@ fn pick(new: u64, old: u64) -> u64 {
 
 /// Parse a request body that must be a JSON object.
 pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|err| GatewayError::bad_body(format!("the request body is not valid json: {err}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|err| {
+        GatewayError::bad_body(format!("the request body is not valid json: {err}"))
+    })?;
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(GatewayError::bad_body("the request body must be a json object")),
+        _ => Err(GatewayError::bad_body(
+            "the request body must be a json object",
+        )),
     }
 }
 
@@ -349,10 +352,24 @@ mod tests {
 
     #[test]
     fn merge_usage_keeps_nonzero_counts_of_both_reports() {
-        let early = Usage { input_tokens: 10, cached_input_tokens: 4, ..Usage::default() };
-        let late = Usage { output_tokens: 7, ..Usage::default() };
+        let early = Usage {
+            input_tokens: 10,
+            cached_input_tokens: 4,
+            ..Usage::default()
+        };
+        let late = Usage {
+            output_tokens: 7,
+            ..Usage::default()
+        };
         let merged = merge_usage(Some(early), late);
-        assert_eq!((merged.input_tokens, merged.output_tokens, merged.cached_input_tokens), (10, 7, 4));
+        assert_eq!(
+            (
+                merged.input_tokens,
+                merged.output_tokens,
+                merged.cached_input_tokens
+            ),
+            (10, 7, 4)
+        );
     }
 
     #[test]
@@ -371,7 +388,10 @@ mod tests {
     fn number_helpers_reject_wrong_types() {
         let obj = json!({"t": "hot", "n": -1, "big": 5_000_000_000u64, "f": 0.5});
         let obj = obj.as_object().unwrap();
-        assert_eq!(opt_f64(obj, "", "t").unwrap_err().param.as_deref(), Some("t"));
+        assert_eq!(
+            opt_f64(obj, "", "t").unwrap_err().param.as_deref(),
+            Some("t")
+        );
         assert!(opt_u32(obj, "", "n").is_err());
         assert!(opt_u32(obj, "", "big").is_err());
         assert_eq!(opt_f64(obj, "", "f").unwrap(), Some(0.5));

@@ -202,7 +202,8 @@ pub fn parse_chat(body: &[u8]) -> Result<OpenAiChat, GatewayError> {
 }
 
 fn parse_messages(obj: &Map<String, Value>) -> Result<Vec<Message>, GatewayError> {
-    let items = opt_array(obj, "", "messages")?.ok_or_else(|| invalid("messages", "is required"))?;
+    let items =
+        opt_array(obj, "", "messages")?.ok_or_else(|| invalid("messages", "is required"))?;
     if items.is_empty() {
         return Err(invalid("messages", "must contain at least one message"));
     }
@@ -287,7 +288,11 @@ fn parse_message(value: &Value, path: &str) -> Result<Message, GatewayError> {
     Ok(message)
 }
 
-fn required<'a>(obj: &'a Map<String, Value>, path: &str, key: &str) -> Result<&'a Value, GatewayError> {
+fn required<'a>(
+    obj: &'a Map<String, Value>,
+    path: &str,
+    key: &str,
+) -> Result<&'a Value, GatewayError> {
     get(obj, key).ok_or_else(|| invalid(&join(path, key), "is required"))
 }
 
@@ -301,7 +306,10 @@ fn parse_content(value: &Value, path: &str) -> Result<Vec<ContentPart>, GatewayE
             .enumerate()
             .map(|(i, part)| parse_part(part, &at(path, i)))
             .collect(),
-        _ => Err(invalid(path, "must be a string or an array of content parts")),
+        _ => Err(invalid(
+            path,
+            "must be a string or an array of content parts",
+        )),
     }
 }
 
@@ -331,7 +339,10 @@ fn parse_part(value: &Value, path: &str) -> Result<ContentPart, GatewayError> {
             let detail = opt_str(image, &image_path, "detail")?;
             if let Some(d) = detail {
                 if !matches!(d, "auto" | "low" | "high") {
-                    return Err(invalid(&join(&image_path, "detail"), "must be one of auto, low, high"));
+                    return Err(invalid(
+                        &join(&image_path, "detail"),
+                        "must be one of auto, low, high",
+                    ));
                 }
             }
             Ok(ContentPart::Image {
@@ -400,12 +411,21 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<Vec<Tool>, GatewayError> {
         let fn_path = join(&path, "function");
         let function = get(tool, "function").ok_or_else(|| invalid(&fn_path, "is required"))?;
         let function = as_object(function, &fn_path)?;
-        check_fields(function, &fn_path, &["name", "description", "parameters", "strict"])?;
+        check_fields(
+            function,
+            &fn_path,
+            &["name", "description", "parameters", "strict"],
+        )?;
         opt_bool(function, &fn_path, "strict")?;
         let parameters = match get(function, "parameters") {
             None => serde_json::json!({"type": "object", "properties": {}}),
             Some(p @ Value::Object(_)) => p.clone(),
-            Some(_) => return Err(invalid(&join(&fn_path, "parameters"), "must be a json schema object")),
+            Some(_) => {
+                return Err(invalid(
+                    &join(&fn_path, "parameters"),
+                    "must be a json schema object",
+                ))
+            }
         };
         tools.push(Tool {
             name: req_nonempty_str(function, &fn_path, "name")?.to_string(),
@@ -425,7 +445,12 @@ fn parse_tool_choice(obj: &Map<String, Value>) -> Result<Option<ToolChoice>, Gat
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            _ => return Err(invalid("tool_choice", "must be `auto`, `none`, `required` or a function object")),
+            _ => {
+                return Err(invalid(
+                    "tool_choice",
+                    "must be `auto`, `none`, `required` or a function object",
+                ))
+            }
         },
         Value::Object(choice) => {
             check_fields(choice, "tool_choice", &["type", "function"])?;
@@ -433,7 +458,9 @@ fn parse_tool_choice(obj: &Map<String, Value>) -> Result<Option<ToolChoice>, Gat
             let function = opt_object(choice, "tool_choice", "function")?
                 .ok_or_else(|| invalid("tool_choice.function", "is required"))?;
             check_fields(function, "tool_choice.function", &["name"])?;
-            ToolChoice::Tool(req_nonempty_str(function, "tool_choice.function", "name")?.to_string())
+            ToolChoice::Tool(
+                req_nonempty_str(function, "tool_choice.function", "name")?.to_string(),
+            )
         }
         _ => return Err(invalid("tool_choice", "must be a string or an object")),
     };
@@ -459,12 +486,21 @@ fn parse_response_format(obj: &Map<String, Value>) -> Result<Option<ResponseForm
             let schema_path = "response_format.json_schema";
             let spec = opt_object(format, path, "json_schema")?
                 .ok_or_else(|| invalid(schema_path, "is required"))?;
-            check_fields(spec, schema_path, &["name", "schema", "strict", "description"])?;
+            check_fields(
+                spec,
+                schema_path,
+                &["name", "schema", "strict", "description"],
+            )?;
             opt_str(spec, schema_path, "description")?;
             let schema = match get(spec, "schema") {
                 None => Value::Object(Map::new()),
                 Some(s @ Value::Object(_)) => s.clone(),
-                Some(_) => return Err(invalid("response_format.json_schema.schema", "must be an object")),
+                Some(_) => {
+                    return Err(invalid(
+                        "response_format.json_schema.schema",
+                        "must be an object",
+                    ))
+                }
             };
             ResponseFormat::JsonSchema {
                 name: req_nonempty_str(spec, schema_path, "name")?.to_string(),

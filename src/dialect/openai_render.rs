@@ -112,7 +112,11 @@ pub struct OpenAiEmbeddings {
 /// are refused), `encoding_format` is `float` or `base64`, plus `dimensions` and `user`.
 pub fn parse_embeddings(body: &[u8]) -> Result<OpenAiEmbeddings, GatewayError> {
     let obj = parse_body(body)?;
-    check_fields(&obj, "", &["model", "input", "encoding_format", "dimensions", "user"])?;
+    check_fields(
+        &obj,
+        "",
+        &["model", "input", "encoding_format", "dimensions", "user"],
+    )?;
     let model = req_nonempty_str(&obj, "", "model")?.to_string();
     let token_arrays = || {
         GatewayError::invalid(
@@ -160,7 +164,11 @@ pub fn parse_embeddings(body: &[u8]) -> Result<OpenAiEmbeddings, GatewayError> {
 }
 
 /// Render vectors as an OpenAI embeddings `list`, in the requested encoding.
-pub fn render_embeddings(resp: &EmbeddingsResponse, model: &str, encoding: EncodingFormat) -> Vec<u8> {
+pub fn render_embeddings(
+    resp: &EmbeddingsResponse,
+    model: &str,
+    encoding: EncodingFormat,
+) -> Vec<u8> {
     let data: Vec<Value> = resp
         .vectors
         .iter()
@@ -192,7 +200,9 @@ pub fn render_embeddings(resp: &EmbeddingsResponse, model: &str, encoding: Encod
 pub fn render_models(names: &[String]) -> Vec<u8> {
     let data: Vec<Value> = names
         .iter()
-        .map(|name| json!({ "id": name, "object": "model", "created": 0, "owned_by": "switchyard" }))
+        .map(
+            |name| json!({ "id": name, "object": "model", "created": 0, "owned_by": "switchyard" }),
+        )
         .collect();
     to_json_vec(&json!({ "object": "list", "data": data }))
 }
@@ -242,15 +252,24 @@ mod tests {
         assert_eq!(v["usage"]["total_tokens"], 150);
         assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 64);
         // The official Rust SDK's types accept it.
-        let sdk: async_openai::types::CreateChatCompletionResponse = serde_json::from_slice(&body).unwrap();
+        let sdk: async_openai::types::CreateChatCompletionResponse =
+            serde_json::from_slice(&body).unwrap();
         assert_eq!(sdk.choices[0].message.content.as_deref(), Some("Hello!"));
     }
 
     #[test]
     fn tool_call_response_has_null_content_and_tool_calls() {
         let calls = vec![
-            ToolCall { id: "call_1".into(), name: "get_weather".into(), arguments: "{\"city\":\"Paris\"}".into() },
-            ToolCall { id: String::new(), name: "get_time".into(), arguments: "{}".into() },
+            ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: "{\"city\":\"Paris\"}".into(),
+            },
+            ToolCall {
+                id: String::new(),
+                name: "get_time".into(),
+                arguments: "{}".into(),
+            },
         ];
         let mut resp = response("", calls, FinishReason::ToolCalls);
         resp.id = "msg_01XYZ".into();
@@ -262,16 +281,26 @@ mod tests {
         assert_eq!(msg["tool_calls"][0]["id"], "call_1");
         assert_eq!(msg["tool_calls"][0]["type"], "function");
         assert_eq!(msg["tool_calls"][0]["function"]["name"], "get_weather");
-        assert_eq!(msg["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
-        assert!(msg["tool_calls"][1]["id"].as_str().unwrap().starts_with("call_"));
+        assert_eq!(
+            msg["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Paris\"}"
+        );
+        assert!(msg["tool_calls"][1]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("call_"));
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-        let sdk: async_openai::types::CreateChatCompletionResponse = serde_json::from_slice(&body).unwrap();
+        let sdk: async_openai::types::CreateChatCompletionResponse =
+            serde_json::from_slice(&body).unwrap();
         assert_eq!(sdk.choices[0].message.tool_calls.as_ref().unwrap().len(), 2);
     }
 
     #[test]
     fn empty_text_without_tools_is_an_empty_string_and_finish_reasons_map() {
-        let v = parse(&render_response(&response("", vec![], FinishReason::Length), "m"));
+        let v = parse(&render_response(
+            &response("", vec![], FinishReason::Length),
+            "m",
+        ));
         assert_eq!(v["choices"][0]["message"]["content"], "");
         assert_eq!(v["choices"][0]["finish_reason"], "length");
         assert_eq!(finish_reason(FinishReason::StopSequence), "stop");
@@ -293,7 +322,9 @@ mod tests {
         assert_eq!(parsed.request.end_user.as_deref(), Some("u1"));
         assert_eq!(parsed.encoding, EncodingFormat::Float);
 
-        let single = parse_embeddings(br#"{"model":"embed","input":"hello","encoding_format":"base64"}"#).unwrap();
+        let single =
+            parse_embeddings(br#"{"model":"embed","input":"hello","encoding_format":"base64"}"#)
+                .unwrap();
         assert_eq!(single.request.input, vec!["hello"]);
         assert_eq!(single.encoding, EncodingFormat::Base64);
 
@@ -303,9 +334,18 @@ mod tests {
             (r#"{"model":"embed","input":[]}"#, "input"),
             (r#"{"model":"embed"}"#, "input"),
             (r#"{"input":"x"}"#, "model"),
-            (r#"{"model":"embed","input":"x","encoding_format":"int8"}"#, "encoding_format"),
-            (r#"{"model":"embed","input":"x","dimensions":0}"#, "dimensions"),
-            (r#"{"model":"embed","input":"x","truncate":true}"#, "truncate"),
+            (
+                r#"{"model":"embed","input":"x","encoding_format":"int8"}"#,
+                "encoding_format",
+            ),
+            (
+                r#"{"model":"embed","input":"x","dimensions":0}"#,
+                "dimensions",
+            ),
+            (
+                r#"{"model":"embed","input":"x","truncate":true}"#,
+                "truncate",
+            ),
         ] {
             let err = parse_embeddings(body.as_bytes()).unwrap_err();
             assert_eq!(err.status(), 400, "{body}");
@@ -320,10 +360,14 @@ mod tests {
         let resp = EmbeddingsResponse {
             model: "text-embedding-3-small".into(),
             vectors: vec![vec![0.5, -1.0], vec![0.25, 2.0]],
-            usage: Usage { input_tokens: 8, ..Usage::default() },
+            usage: Usage {
+                input_tokens: 8,
+                ..Usage::default()
+            },
         };
         let body = render_embeddings(&resp, "embed", EncodingFormat::Float);
-        let sdk: async_openai::types::CreateEmbeddingResponse = serde_json::from_slice(&body).unwrap();
+        let sdk: async_openai::types::CreateEmbeddingResponse =
+            serde_json::from_slice(&body).unwrap();
         assert_eq!(sdk.object, "list");
         assert_eq!(sdk.model, "embed");
         assert_eq!(sdk.data[1].index, 1);
@@ -334,7 +378,9 @@ mod tests {
 
         let v = parse(&render_embeddings(&resp, "embed", EncodingFormat::Base64));
         let b64 = v["data"][0]["embedding"].as_str().unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         let floats: Vec<f32> = bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))

@@ -201,7 +201,12 @@ impl OpenAiStreamEncoder {
         self.done = true;
     }
 
-    fn write_delta(&mut self, out: &mut Vec<u8>, mut delta: Delta<'_>, reason: Option<FinishReason>) {
+    fn write_delta(
+        &mut self,
+        out: &mut Vec<u8>,
+        mut delta: Delta<'_>,
+        reason: Option<FinishReason>,
+    ) {
         if !self.role_sent {
             delta.role = Some("assistant");
             self.role_sent = true;
@@ -255,7 +260,10 @@ mod tests {
     /// Split SSE output into `data:` payloads, checking every frame is well formed.
     fn frames(out: &[u8]) -> Vec<String> {
         let text = std::str::from_utf8(out).unwrap();
-        assert!(text.ends_with("\n\n"), "output must end with a complete frame");
+        assert!(
+            text.ends_with("\n\n"),
+            "output must end with a complete frame"
+        );
         text.trim_end_matches("\n\n")
             .split("\n\n")
             .map(|frame| {
@@ -289,14 +297,38 @@ mod tests {
 
     fn text_then_two_tools() -> Vec<StreamEvent> {
         vec![
-            StreamEvent::Start { id: "up-1".into(), model: "gpt-4o".into() },
-            StreamEvent::TextDelta { text: "Let me ".into() },
-            StreamEvent::TextDelta { text: "check.".into() },
-            StreamEvent::ToolCallStart { index: 0, id: "call_a".into(), name: "get_weather".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: "{\"city\":".into() },
-            StreamEvent::ToolCallDelta { index: 0, arguments: "\"Paris\"}".into() },
-            StreamEvent::ToolCallStart { index: 1, id: "call_b".into(), name: "get_time".into() },
-            StreamEvent::ToolCallDelta { index: 1, arguments: "{}".into() },
+            StreamEvent::Start {
+                id: "up-1".into(),
+                model: "gpt-4o".into(),
+            },
+            StreamEvent::TextDelta {
+                text: "Let me ".into(),
+            },
+            StreamEvent::TextDelta {
+                text: "check.".into(),
+            },
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "call_a".into(),
+                name: "get_weather".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"city\":".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "\"Paris\"}".into(),
+            },
+            StreamEvent::ToolCallStart {
+                index: 1,
+                id: "call_b".into(),
+                name: "get_time".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 1,
+                arguments: "{}".into(),
+            },
         ]
     }
 
@@ -317,9 +349,15 @@ mod tests {
             assert_eq!(c["model"], "fast");
             assert_eq!(c["created"], chunks[0]["created"]);
         }
-        assert_eq!(chunks[0]["choices"][0]["delta"], serde_json::json!({"role": "assistant", "content": ""}));
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"],
+            serde_json::json!({"role": "assistant", "content": ""})
+        );
         assert!(chunks[0]["choices"][0]["finish_reason"].is_null());
-        assert_eq!(chunks[1]["choices"][0]["delta"], serde_json::json!({"content": "Let me "}));
+        assert_eq!(
+            chunks[1]["choices"][0]["delta"],
+            serde_json::json!({"content": "Let me "})
+        );
         assert_eq!(chunks[2]["choices"][0]["delta"]["content"], "check.");
         let start = &chunks[3]["choices"][0]["delta"]["tool_calls"][0];
         assert_eq!(
@@ -328,11 +366,26 @@ mod tests {
                                "function": {"name": "get_weather", "arguments": ""}})
         );
         let delta = &chunks[4]["choices"][0]["delta"]["tool_calls"][0];
-        assert_eq!(*delta, serde_json::json!({"index": 0, "function": {"arguments": "{\"city\":"}}));
-        assert_eq!(chunks[5]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "\"Paris\"}");
-        assert_eq!(chunks[6]["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
-        assert_eq!(chunks[6]["choices"][0]["delta"]["tool_calls"][0]["id"], "call_b");
-        assert_eq!(chunks[7]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{}");
+        assert_eq!(
+            *delta,
+            serde_json::json!({"index": 0, "function": {"arguments": "{\"city\":"}})
+        );
+        assert_eq!(
+            chunks[5]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "\"Paris\"}"
+        );
+        assert_eq!(
+            chunks[6]["choices"][0]["delta"]["tool_calls"][0]["index"],
+            1
+        );
+        assert_eq!(
+            chunks[6]["choices"][0]["delta"]["tool_calls"][0]["id"],
+            "call_b"
+        );
+        assert_eq!(
+            chunks[7]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{}"
+        );
         let fin = &chunks[8]["choices"][0];
         assert_eq!(fin["delta"], serde_json::json!({}));
         assert_eq!(fin["finish_reason"], "tool_calls");
@@ -341,7 +394,9 @@ mod tests {
     #[test]
     fn stream_with_usage_after_finish_ends_with_usage_chunk_then_done() {
         let mut events = text_then_two_tools();
-        events.push(StreamEvent::Finish { reason: FinishReason::ToolCalls });
+        events.push(StreamEvent::Finish {
+            reason: FinishReason::ToolCalls,
+        });
         events.push(StreamEvent::Usage { usage: usage() });
         let chunks = json_frames(&encode_all(&events, true));
         assert_eq!(chunks.len(), 10);
@@ -361,7 +416,9 @@ mod tests {
     fn usage_before_finish_is_held_until_after_the_finish_chunk() {
         let mut events = text_then_two_tools();
         events.push(StreamEvent::Usage { usage: usage() });
-        events.push(StreamEvent::Finish { reason: FinishReason::ToolCalls });
+        events.push(StreamEvent::Finish {
+            reason: FinishReason::ToolCalls,
+        });
         let chunks = json_frames(&encode_all(&events, true));
         assert_eq!(chunks.len(), 10);
         assert_text_and_tools(&chunks);
@@ -372,11 +429,26 @@ mod tests {
     #[test]
     fn split_usage_reports_are_merged_into_one_chunk() {
         let events = vec![
-            StreamEvent::Start { id: "x".into(), model: "m".into() },
-            StreamEvent::Usage { usage: Usage { input_tokens: 50, ..Usage::default() } },
+            StreamEvent::Start {
+                id: "x".into(),
+                model: "m".into(),
+            },
+            StreamEvent::Usage {
+                usage: Usage {
+                    input_tokens: 50,
+                    ..Usage::default()
+                },
+            },
             StreamEvent::TextDelta { text: "hi".into() },
-            StreamEvent::Finish { reason: FinishReason::Stop },
-            StreamEvent::Usage { usage: Usage { output_tokens: 3, ..Usage::default() } },
+            StreamEvent::Finish {
+                reason: FinishReason::Stop,
+            },
+            StreamEvent::Usage {
+                usage: Usage {
+                    output_tokens: 3,
+                    ..Usage::default()
+                },
+            },
         ];
         let chunks = json_frames(&encode_all(&events, true));
         assert_eq!(chunks.len(), 4);
@@ -388,7 +460,9 @@ mod tests {
     #[test]
     fn without_include_usage_no_usage_field_or_chunk_is_sent() {
         let mut events = text_then_two_tools();
-        events.push(StreamEvent::Finish { reason: FinishReason::ToolCalls });
+        events.push(StreamEvent::Finish {
+            reason: FinishReason::ToolCalls,
+        });
         events.push(StreamEvent::Usage { usage: usage() });
         let chunks = json_frames(&encode_all(&events, false));
         assert_eq!(chunks.len(), 9);
@@ -400,10 +474,15 @@ mod tests {
     fn role_is_folded_into_the_first_delta_without_start() {
         let events = vec![
             StreamEvent::TextDelta { text: "Hi".into() },
-            StreamEvent::Finish { reason: FinishReason::StopSequence },
+            StreamEvent::Finish {
+                reason: FinishReason::StopSequence,
+            },
         ];
         let chunks = json_frames(&encode_all(&events, false));
-        assert_eq!(chunks[0]["choices"][0]["delta"], serde_json::json!({"role": "assistant", "content": "Hi"}));
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"],
+            serde_json::json!({"role": "assistant", "content": "Hi"})
+        );
         assert_eq!(chunks[1]["choices"][0]["finish_reason"], "stop");
     }
 
@@ -411,10 +490,20 @@ mod tests {
     fn error_mid_stream_writes_one_error_frame_and_nothing_after() {
         let mut enc = OpenAiStreamEncoder::new("chatcmpl-x", "fast", true);
         let mut out = Vec::new();
-        enc.encode(&StreamEvent::TextDelta { text: "partial".into() }, &mut out);
+        enc.encode(
+            &StreamEvent::TextDelta {
+                text: "partial".into(),
+            },
+            &mut out,
+        );
         let err = GatewayError::upstream(ErrorCode::BadGateway, "upstream connection reset");
         enc.error(&err, &mut out);
-        enc.encode(&StreamEvent::TextDelta { text: "late".into() }, &mut out);
+        enc.encode(
+            &StreamEvent::TextDelta {
+                text: "late".into(),
+            },
+            &mut out,
+        );
         enc.finish(&mut out);
         let payloads = frames(&out);
         assert_eq!(payloads.len(), 2);
@@ -428,8 +517,19 @@ mod tests {
     fn finish_is_idempotent_and_empty_text_deltas_are_skipped() {
         let mut enc = OpenAiStreamEncoder::new("chatcmpl-x", "fast", false);
         let mut out = Vec::new();
-        enc.encode(&StreamEvent::Start { id: "x".into(), model: "m".into() }, &mut out);
-        enc.encode(&StreamEvent::TextDelta { text: String::new() }, &mut out);
+        enc.encode(
+            &StreamEvent::Start {
+                id: "x".into(),
+                model: "m".into(),
+            },
+            &mut out,
+        );
+        enc.encode(
+            &StreamEvent::TextDelta {
+                text: String::new(),
+            },
+            &mut out,
+        );
         enc.finish(&mut out);
         enc.finish(&mut out);
         assert_eq!(frames(&out).len(), 2);

@@ -68,7 +68,11 @@ fn expect_400(v: &Value, param: &str, needle: &str) {
     let err = parse_value(v).unwrap_err();
     assert_eq!(err.status(), 400, "{v}");
     assert_eq!(err.param.as_deref(), Some(param), "{v}: {}", err.message);
-    assert!(err.message.contains(needle), "{:?} lacks {needle:?}", err.message);
+    assert!(
+        err.message.contains(needle),
+        "{:?} lacks {needle:?}",
+        err.message
+    );
 }
 
 /// The tool-turn fixture with one top-level field set (or removed with `Value::Null`).
@@ -92,7 +96,10 @@ fn python_sdk_tool_turn_parses_into_canonical_request() {
     assert_eq!(req.model, "gpt-4o-mini");
     assert_eq!(req.messages.len(), 6);
 
-    assert_eq!(req.messages[0], Message::text(Role::System, "You are a weather bot."));
+    assert_eq!(
+        req.messages[0],
+        Message::text(Role::System, "You are a weather bot.")
+    );
 
     let user = &req.messages[1];
     assert_eq!(user.role, Role::User);
@@ -101,14 +108,18 @@ fn python_sdk_tool_turn_parses_into_canonical_request() {
     assert_eq!(
         user.content[1],
         ContentPart::Image {
-            source: ImageSource::Url { url: "https://example.com/paris.jpg".into() },
+            source: ImageSource::Url {
+                url: "https://example.com/paris.jpg".into()
+            },
             detail: Some("low".into()),
         }
     );
     assert_eq!(
         user.content[2],
         ContentPart::Image {
-            source: ImageSource::Url { url: "data:image/png;base64,iVBORw0KGgo=".into() },
+            source: ImageSource::Url {
+                url: "data:image/png;base64,iVBORw0KGgo=".into()
+            },
             detail: None,
         }
     );
@@ -119,8 +130,16 @@ fn python_sdk_tool_turn_parses_into_canonical_request() {
     assert_eq!(
         assistant.tool_calls,
         vec![
-            ToolCall { id: "call_abc".into(), name: "get_weather".into(), arguments: "{\"city\":\"Paris\"}".into() },
-            ToolCall { id: "call_def".into(), name: "get_time".into(), arguments: "{}".into() },
+            ToolCall {
+                id: "call_abc".into(),
+                name: "get_weather".into(),
+                arguments: "{\"city\":\"Paris\"}".into()
+            },
+            ToolCall {
+                id: "call_def".into(),
+                name: "get_time".into(),
+                arguments: "{}".into()
+            },
         ]
     );
 
@@ -133,13 +152,26 @@ fn python_sdk_tool_turn_parses_into_canonical_request() {
 
     assert_eq!(req.tools.len(), 2);
     assert_eq!(req.tools[0].name, "get_weather");
-    assert_eq!(req.tools[0].description.as_deref(), Some("Current weather for a city"));
+    assert_eq!(
+        req.tools[0].description.as_deref(),
+        Some("Current weather for a city")
+    );
     assert_eq!(req.tools[0].parameters["required"], json!(["city"]));
-    assert_eq!(req.tools[1].parameters, json!({"type": "object", "properties": {}}));
-    assert_eq!(req.tool_choice, Some(ToolChoice::Tool("get_weather".into())));
+    assert_eq!(
+        req.tools[1].parameters,
+        json!({"type": "object", "properties": {}})
+    );
+    assert_eq!(
+        req.tool_choice,
+        Some(ToolChoice::Tool("get_weather".into()))
+    );
     assert_eq!(req.parallel_tool_calls, Some(false));
     match req.response_format {
-        Some(ResponseFormat::JsonSchema { ref name, ref schema, strict }) => {
+        Some(ResponseFormat::JsonSchema {
+            ref name,
+            ref schema,
+            strict,
+        }) => {
             assert_eq!(name, "answer");
             assert_eq!(schema["type"], "object");
             assert_eq!(strict, Some(true));
@@ -156,13 +188,17 @@ fn python_sdk_tool_turn_parses_into_canonical_request() {
     assert_eq!(req.frequency_penalty, Some(-0.5));
     assert!(req.stream);
     assert_eq!(req.end_user.as_deref(), Some("user-123"));
-    assert_eq!(req.metadata.get("feature").map(String::as_str), Some("weather"));
+    assert_eq!(
+        req.metadata.get("feature").map(String::as_str),
+        Some("weather")
+    );
     assert_eq!(req.metadata.len(), 2);
 }
 
 #[test]
 fn minimal_body_gets_defaults() {
-    let parsed = parse_chat(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    let parsed =
+        parse_chat(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
     assert!(!parsed.include_usage);
     let req = parsed.request;
     assert!(!req.stream);
@@ -182,15 +218,25 @@ fn async_openai_builder_request_round_trips_through_the_parser() {
         .model("fast")
         .max_tokens(64u32)
         .messages([
-            ChatCompletionRequestSystemMessageArgs::default().content("be terse").build().unwrap().into(),
-            ChatCompletionRequestUserMessageArgs::default().content("weather in Oslo?").build().unwrap().into(),
+            ChatCompletionRequestSystemMessageArgs::default()
+                .content("be terse")
+                .build()
+                .unwrap()
+                .into(),
+            ChatCompletionRequestUserMessageArgs::default()
+                .content("weather in Oslo?")
+                .build()
+                .unwrap()
+                .into(),
         ])
         .tools(vec![ChatCompletionToolArgs::default()
             .r#type(ChatCompletionToolType::Function)
             .function(
                 FunctionObjectArgs::default()
                     .name("get_weather")
-                    .parameters(json!({"type": "object", "properties": {"city": {"type": "string"}}}))
+                    .parameters(
+                        json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+                    )
                     .build()
                     .unwrap(),
             )
@@ -204,7 +250,10 @@ fn async_openai_builder_request_round_trips_through_the_parser() {
     assert_eq!(req.model, "fast");
     assert_eq!(req.max_tokens, Some(64));
     assert_eq!(req.messages[0], Message::text(Role::System, "be terse"));
-    assert_eq!(req.messages[1], Message::text(Role::User, "weather in Oslo?"));
+    assert_eq!(
+        req.messages[1],
+        Message::text(Role::User, "weather in Oslo?")
+    );
     assert_eq!(req.tools[0].name, "get_weather");
     assert!(req.stream);
 }
@@ -216,14 +265,20 @@ fn tool_choice_strings_and_stop_string_and_response_formats_parse() {
         ("none", ToolChoice::None),
         ("required", ToolChoice::Required),
     ] {
-        let req = parse_value(&with("tool_choice", json!(choice))).unwrap().request;
+        let req = parse_value(&with("tool_choice", json!(choice)))
+            .unwrap()
+            .request;
         assert_eq!(req.tool_choice, Some(expected));
     }
     let req = parse_value(&with("stop", json!("STOP"))).unwrap().request;
     assert_eq!(req.stop, vec!["STOP"]);
-    let req = parse_value(&with("response_format", json!({"type": "json_object"}))).unwrap().request;
+    let req = parse_value(&with("response_format", json!({"type": "json_object"})))
+        .unwrap()
+        .request;
     assert_eq!(req.response_format, Some(ResponseFormat::JsonObject));
-    let req = parse_value(&with("response_format", json!({"type": "text"}))).unwrap().request;
+    let req = parse_value(&with("response_format", json!({"type": "text"})))
+        .unwrap()
+        .request;
     assert_eq!(req.response_format, Some(ResponseFormat::Text));
 }
 
@@ -236,15 +291,36 @@ fn max_tokens_and_max_completion_tokens_agree_or_fail() {
     assert_eq!(parse_value(&v).unwrap().request.max_tokens, Some(100));
     v["max_completion_tokens"] = json!(200);
     expect_400(&v, "max_completion_tokens", "disagree");
-    expect_400(&with("max_completion_tokens", json!(0)), "max_completion_tokens", "at least 1");
-    expect_400(&with("max_completion_tokens", json!(-5)), "max_completion_tokens", "non-negative integer");
-    expect_400(&with("max_completion_tokens", json!(1.5)), "max_completion_tokens", "integer");
+    expect_400(
+        &with("max_completion_tokens", json!(0)),
+        "max_completion_tokens",
+        "at least 1",
+    );
+    expect_400(
+        &with("max_completion_tokens", json!(-5)),
+        "max_completion_tokens",
+        "non-negative integer",
+    );
+    expect_400(
+        &with("max_completion_tokens", json!(1.5)),
+        "max_completion_tokens",
+        "integer",
+    );
 }
 
 #[test]
 fn nulls_mean_absent_and_safety_identifier_names_the_end_user() {
     let mut v = python_sdk_tool_turn();
-    for key in ["temperature", "tools", "tool_choice", "stop", "logit_bias", "functions", "user", "n"] {
+    for key in [
+        "temperature",
+        "tools",
+        "tool_choice",
+        "stop",
+        "logit_bias",
+        "functions",
+        "user",
+        "n",
+    ] {
         v[key] = Value::Null;
     }
     v["safety_identifier"] = json!("hashed-42");
@@ -263,8 +339,14 @@ fn assistant_text_and_refusal_are_kept_as_text() {
     );
     let msg = &parse_value(&v).unwrap().request.messages[2];
     assert_eq!(msg.joined_text(), "No.\nI can't help.");
-    let v = with_message(2, json!({"role": "assistant", "content": null, "refusal": "Sorry."}));
-    assert_eq!(parse_value(&v).unwrap().request.messages[2].joined_text(), "Sorry.");
+    let v = with_message(
+        2,
+        json!({"role": "assistant", "content": null, "refusal": "Sorry."}),
+    );
+    assert_eq!(
+        parse_value(&v).unwrap().request.messages[2].joined_text(),
+        "Sorry."
+    );
 }
 
 #[test]
@@ -272,7 +354,11 @@ fn malformed_json_is_bad_body_with_serde_message() {
     let err = parse_chat(b"{\"model\": \"x\", \"messages\": [").unwrap_err();
     assert_eq!(err.status(), 400);
     assert!(err.param.is_none());
-    assert!(err.message.contains("not valid json") && err.message.contains("line 1"), "{}", err.message);
+    assert!(
+        err.message.contains("not valid json") && err.message.contains("line 1"),
+        "{}",
+        err.message
+    );
     let err = parse_chat(b"\"just a string\"").unwrap_err();
     assert!(err.message.contains("json object"));
 }
@@ -284,21 +370,65 @@ fn missing_or_empty_model_and_messages_are_400() {
     expect_400(&with("model", json!(4)), "model", "must be a string");
     expect_400(&with("messages", Value::Null), "messages", "is required");
     expect_400(&with("messages", json!([])), "messages", "at least one");
-    expect_400(&with("messages", json!("hi")), "messages", "must be an array");
+    expect_400(
+        &with("messages", json!("hi")),
+        "messages",
+        "must be an array",
+    );
 }
 
 #[test]
 fn unsupported_and_unknown_top_level_fields_are_named() {
-    expect_400(&with("logit_bias", json!({"50256": -100})), "logit_bias", "not supported by switchyard");
-    expect_400(&with("logprobs", json!(true)), "logprobs", "not supported by switchyard");
-    expect_400(&with("top_logprobs", json!(3)), "top_logprobs", "not supported by switchyard");
-    expect_400(&with("audio", json!({"voice": "alloy", "format": "wav"})), "audio", "not supported by switchyard");
-    expect_400(&with("modalities", json!(["text", "audio"])), "modalities[1]", "only the `text` modality");
-    expect_400(&with("prediction", json!({"type": "content", "content": "x"})), "prediction", "not supported by switchyard");
-    expect_400(&with("reasoning_effort", json!("high")), "reasoning_effort", "not supported by switchyard");
-    expect_400(&with("functions", json!([{"name": "f"}])), "functions", "use `tools`");
-    expect_400(&with("function_call", json!("auto")), "function_call", "use `tools`");
-    expect_400(&with("temprature", json!(0.5)), "temprature", "unknown field `temprature`");
+    expect_400(
+        &with("logit_bias", json!({"50256": -100})),
+        "logit_bias",
+        "not supported by switchyard",
+    );
+    expect_400(
+        &with("logprobs", json!(true)),
+        "logprobs",
+        "not supported by switchyard",
+    );
+    expect_400(
+        &with("top_logprobs", json!(3)),
+        "top_logprobs",
+        "not supported by switchyard",
+    );
+    expect_400(
+        &with("audio", json!({"voice": "alloy", "format": "wav"})),
+        "audio",
+        "not supported by switchyard",
+    );
+    expect_400(
+        &with("modalities", json!(["text", "audio"])),
+        "modalities[1]",
+        "only the `text` modality",
+    );
+    expect_400(
+        &with("prediction", json!({"type": "content", "content": "x"})),
+        "prediction",
+        "not supported by switchyard",
+    );
+    expect_400(
+        &with("reasoning_effort", json!("high")),
+        "reasoning_effort",
+        "not supported by switchyard",
+    );
+    expect_400(
+        &with("functions", json!([{"name": "f"}])),
+        "functions",
+        "use `tools`",
+    );
+    expect_400(
+        &with("function_call", json!("auto")),
+        "function_call",
+        "use `tools`",
+    );
+    expect_400(
+        &with("temprature", json!(0.5)),
+        "temprature",
+        "unknown field `temprature`",
+    );
     expect_400(&with("n", json!(2)), "n", "only `n: 1`");
     // The ignore-list really is ignored.
     assert!(parse_value(&with("modalities", json!(["text"]))).is_ok());
@@ -307,46 +437,132 @@ fn unsupported_and_unknown_top_level_fields_are_named() {
 
 #[test]
 fn wrongly_typed_fields_name_their_path() {
-    expect_400(&with("temperature", json!("hot")), "temperature", "must be a number");
-    expect_400(&with("stream", json!("yes")), "stream", "must be a boolean");
-    expect_400(&with("stop", json!(["a", 1])), "stop[1]", "must be a string");
-    expect_400(&with("seed", json!(1.5)), "seed", "must be an integer");
-    expect_400(&with("metadata", json!({"feature": 3})), "metadata.feature", "must be a string");
-    expect_400(&with("stream_options", json!({"include_usage": true, "x": 1})), "stream_options.x", "unknown field");
-    expect_400(&with("tool_choice", json!("sometimes")), "tool_choice", "must be `auto`");
-    expect_400(&with("tool_choice", json!({"type": "function"})), "tool_choice.function", "is required");
-    expect_400(&with("response_format", json!({"type": "yaml"})), "response_format.type", "unknown response format");
     expect_400(
-        &with("response_format", json!({"type": "json_schema", "json_schema": {"schema": {}}})),
+        &with("temperature", json!("hot")),
+        "temperature",
+        "must be a number",
+    );
+    expect_400(&with("stream", json!("yes")), "stream", "must be a boolean");
+    expect_400(
+        &with("stop", json!(["a", 1])),
+        "stop[1]",
+        "must be a string",
+    );
+    expect_400(&with("seed", json!(1.5)), "seed", "must be an integer");
+    expect_400(
+        &with("metadata", json!({"feature": 3})),
+        "metadata.feature",
+        "must be a string",
+    );
+    expect_400(
+        &with("stream_options", json!({"include_usage": true, "x": 1})),
+        "stream_options.x",
+        "unknown field",
+    );
+    expect_400(
+        &with("tool_choice", json!("sometimes")),
+        "tool_choice",
+        "must be `auto`",
+    );
+    expect_400(
+        &with("tool_choice", json!({"type": "function"})),
+        "tool_choice.function",
+        "is required",
+    );
+    expect_400(
+        &with("response_format", json!({"type": "yaml"})),
+        "response_format.type",
+        "unknown response format",
+    );
+    expect_400(
+        &with(
+            "response_format",
+            json!({"type": "json_schema", "json_schema": {"schema": {}}}),
+        ),
         "response_format.json_schema.name",
         "is required",
     );
     expect_400(
-        &with("tools", json!([{"type": "function", "function": {"name": "f", "parameters": "x"}}])),
+        &with(
+            "tools",
+            json!([{"type": "function", "function": {"name": "f", "parameters": "x"}}]),
+        ),
         "tools[0].function.parameters",
         "json schema object",
     );
-    expect_400(&with("tools", json!([{"type": "custom", "custom": {"name": "f"}}])), "tools[0].custom", "unknown field");
-    expect_400(&with("tools", json!([{"type": "custom"}])), "tools[0].type", "only `function`");
-    expect_400(&with("tools", json!([{"type": "function", "function": {"description": "no name"}}])), "tools[0].function.name", "is required");
+    expect_400(
+        &with(
+            "tools",
+            json!([{"type": "custom", "custom": {"name": "f"}}]),
+        ),
+        "tools[0].custom",
+        "unknown field",
+    );
+    expect_400(
+        &with("tools", json!([{"type": "custom"}])),
+        "tools[0].type",
+        "only `function`",
+    );
+    expect_400(
+        &with(
+            "tools",
+            json!([{"type": "function", "function": {"description": "no name"}}]),
+        ),
+        "tools[0].function.name",
+        "is required",
+    );
 }
 
 #[test]
 fn bad_messages_name_their_json_path() {
-    expect_400(&with_message(1, json!({"content": "hi"})), "messages[1].role", "is required");
-    expect_400(&with_message(1, json!({"role": "robot", "content": "hi"})), "messages[1].role", "must be one of");
-    expect_400(&with_message(1, json!({"role": "function", "name": "f", "content": "x"})), "messages[1].role", "legacy");
-    expect_400(&with_message(1, json!({"role": "user"})), "messages[1].content", "is required");
-    expect_400(&with_message(1, json!({"role": "user", "content": 7})), "messages[1].content", "string or an array");
-    expect_400(&with_message(1, json!("hello")), "messages[1]", "must be an object");
-    expect_400(&with_message(1, json!({"role": "user", "content": "x", "mood": "happy"})), "messages[1].mood", "unknown field");
     expect_400(
-        &with_message(1, json!({"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]})),
+        &with_message(1, json!({"content": "hi"})),
+        "messages[1].role",
+        "is required",
+    );
+    expect_400(
+        &with_message(1, json!({"role": "robot", "content": "hi"})),
+        "messages[1].role",
+        "must be one of",
+    );
+    expect_400(
+        &with_message(1, json!({"role": "function", "name": "f", "content": "x"})),
+        "messages[1].role",
+        "legacy",
+    );
+    expect_400(
+        &with_message(1, json!({"role": "user"})),
+        "messages[1].content",
+        "is required",
+    );
+    expect_400(
+        &with_message(1, json!({"role": "user", "content": 7})),
+        "messages[1].content",
+        "string or an array",
+    );
+    expect_400(
+        &with_message(1, json!("hello")),
+        "messages[1]",
+        "must be an object",
+    );
+    expect_400(
+        &with_message(1, json!({"role": "user", "content": "x", "mood": "happy"})),
+        "messages[1].mood",
+        "unknown field",
+    );
+    expect_400(
+        &with_message(
+            1,
+            json!({"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}),
+        ),
         "messages[1].content[0].type",
         "not supported by switchyard",
     );
     expect_400(
-        &with_message(1, json!({"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]})),
+        &with_message(
+            1,
+            json!({"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}),
+        ),
         "messages[1].content[0].type",
         "not supported",
     );
@@ -356,19 +572,36 @@ fn bad_messages_name_their_json_path() {
         "unknown content part type",
     );
     expect_400(
-        &with_message(1, json!({"role": "user", "content": [{"type": "image_url", "image_url": {"detail": "low"}}]})),
+        &with_message(
+            1,
+            json!({"role": "user", "content": [{"type": "image_url", "image_url": {"detail": "low"}}]}),
+        ),
         "messages[1].content[0].image_url.url",
         "is required",
     );
     expect_400(
-        &with_message(1, json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "detail": "ultra"}}]})),
+        &with_message(
+            1,
+            json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "detail": "ultra"}}]}),
+        ),
         "messages[1].content[0].image_url.detail",
         "auto, low, high",
     );
-    expect_400(&with_message(3, json!({"role": "tool", "content": "x"})), "messages[3].tool_call_id", "is required");
-    expect_400(&with_message(2, json!({"role": "assistant"})), "messages[2].content", "unless `tool_calls`");
     expect_400(
-        &with_message(2, json!({"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}})),
+        &with_message(3, json!({"role": "tool", "content": "x"})),
+        "messages[3].tool_call_id",
+        "is required",
+    );
+    expect_400(
+        &with_message(2, json!({"role": "assistant"})),
+        "messages[2].content",
+        "unless `tool_calls`",
+    );
+    expect_400(
+        &with_message(
+            2,
+            json!({"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}}),
+        ),
         "messages[2].function_call",
         "legacy",
     );
@@ -378,12 +611,18 @@ fn bad_messages_name_their_json_path() {
         "not supported by switchyard",
     );
     expect_400(
-        &with_message(2, json!({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f"}}]})),
+        &with_message(
+            2,
+            json!({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f"}}]}),
+        ),
         "messages[2].tool_calls[0].function.arguments",
         "is required",
     );
     expect_400(
-        &with_message(2, json!({"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]})),
+        &with_message(
+            2,
+            json!({"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+        ),
         "messages[2].tool_calls[0].id",
         "is required",
     );

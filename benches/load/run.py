@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Load harness: the gateway's added latency and cost, as ratios from ONE run.
+
+Targets 127.0.0.1 only; every load phase is bounded in time (wrk -d / oha -z).
+
+Upstream: the neutral nginx mock of ../shared/bench/peers (JSON on :18080, SSE on :18081).
+For each variant the gateway is started fresh from a generated config:
+
+  bare    no policy, no request log          (the bare hyper+reqwest hop)
+  policy  the shipped feature-based policy   (issue 3: policy on vs off)
+  logs    request log on                     (issue 4: logging on vs off)
+  full    policy + request log
+
+and measured closed-loop (wrk, c=1 and c=32) and at a fixed rate (oha, latency-corrected),
+next to `direct` (nginx without the gateway). Prints a markdown table and writes
+results.json.
+
+Usage: python3 benches/load/run.py [--variants bare,policy,logs,full] [--dur 10]
+       [--rates 2000] [--bin target/release/switchyard] [--out /tmp/switchyard-load]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PEERS = os.path.join(os.path.dirname(ROOT), "shared", "bench", "peers")
+KEY = "test"
+KEY_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+TICK = os.sysconf("SC_CLK_TCK")
+
+MODELS = ["gpt-4o-mini", "gpt-4o", "claude-haiku", "claude-sonnet", "gemini-flash"]
+
+
+def config(variant, port, workdir):
+    lines = [
+        "[server]",
+        f'listen = "127.0.0.1:{port}"',
+        "",
+        "[[providers]]",
+        'name = "nginx"',
+        'kind = "openai-compatible"',
+        'base_url = "http://127.0.0.1:18080/v1"',
+        "",
+        "[[providers]]",
+        'name = "nginx-sse"',
+        'kind = "openai-compatible"',
+        'base_url = "http://127.0.0.1:18081/v1"',
+        "",
+    ]
+    for m in MODELS:
+        lines += ["[[models]]", f'name = "{m}"', 'provider = "nginx"',
+                  "input_usd_per_mtok = 0.15", "output_usd_per_mtok = 0.60", ""]
+    lines += ["[[models]]", 'name = "gpt-4o-mini-stream"', 'provider = "nginx-sse"', ""]
+    lines += ["[[keys]]", f'key_sha256 = "{KEY_SHA}"', 'user = "bench"', 'tier = "pro"', ""]
+    if variant in ("policy", "full"):
+        lines += ["[policy]", f'dir = "{os.path.join(ROOT, "policies", "feature-based")}"', ""]
+    lines += ["[logs]", f"enabled = {'true' if variant in ('logs', 'full') else 'false'}",
+              f'dir = "{os.path.join(workdir, "logs-" + variant)}"', ""]
+    return "\n".join(lines)
+
+
+def body(model, stream=False):
+    s = ',"stream":true' if stream else ""
+    return ('{"model":"%s","messages":[{"role":"system","content":"You are a helpful assistant."},'
+            '{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32%s}' % (model, s))
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def wrk(url, conns, dur, headers):
+    env = dict(os.environ, WRK_HEADERS=headers, WRK_MODEL="gpt-4o-mini", WRK_STREAM="0")
+    t = min(2, conns)
+    out = subprocess.run(["wrk", f"-t{t}", f"-c{conns}", f"-d{dur}s", "--timeout", "10s", "--latency",
+                          "-s", os.path.join(PEERS, "post.lua"), url],
+                         capture_output=True, text=True, env=env).stdout
+    m = re.search(r"^JSON (\{.*\})$", out, re.M)
+    if not m:
+        raise RuntimeError("wrk produced no summary:\n" + out)
+    r = json.loads(m.group(1))
+    r["errors"] = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"] + r["err_status"]
+    return r
+
+
+def oha(url, rate, dur, headers):
+    if not shutil.which("oha"):
+        return None
+    args = ["oha", "-z", f"{dur}s", "-c", "128", "-q", str(rate), "--latency-correction", "--no-tui",
+            "--output-format", "json", "-m", "POST", "-T", "application/json", "-d", body("gpt-4o-mini")]
+    for h in headers.split("|"):
+        if h:
+            args += ["-H", h]
+    out = subprocess.run(args + [url], capture_output=True, text=True).stdout
+    j = json.loads(out)
+    pct = j.get("latencyPercentiles", {})
+    codes = j.get("statusCodeDistribution", {})
+    ok = int(codes.get("200", 0))
+    total = sum(int(v) for v in codes.values())
+    return {"rps": j["summary"]["requestsPerSec"], "p50_ms": pct["p50"] * 1000, "p99_ms": pct["p99"] * 1000,
+            "requests": total, "errors": total - ok + sum(j.get("errorDistribution", {}).values())}
+
+
+def measure(name, url, headers, pid, args):
+    res = {"name": name}
+    wrk(url, 32, 3, headers)  # warm-up
+    for c in (1, 32):
+        c0 = cpu_ticks(pid) if pid else 0
+        r = wrk(url, c, args.dur, headers)
+        if pid and r["requests"]:
+            r["cpu_us_per_req"] = (cpu_ticks(pid) - c0) / TICK * 1e6 / r["requests"]
+        res[f"c{c}"] = r
+    for q in args.rates:
+        c0 = cpu_ticks(pid) if pid else 0
+        r = oha(url, q, args.dur, headers)
+        if r and pid and r["requests"]:
+            r["cpu_us_per_req"] = (cpu_ticks(pid) - c0) / TICK * 1e6 / r["requests"]
+        res[f"q{q}"] = r
+    if pid:
+        res["peak_rss_mib"] = peak_rss_mib(pid)
+    return res
+
+
+def wait_ready(url, headers):
+    req_headers = dict(h.split(": ", 1) for h in headers.split("|") if h)
+    req_headers["Content-Type"] = "application/json"
+    for _ in range(100):
+        try:
+            req = urllib.request.Request(url, data=body("gpt-4o-mini").encode(), headers=req_headers)
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except Exception:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default="bare,policy,logs,full")
+    ap.add_argument("--dur", type=int, default=10)
+    ap.add_argument("--rates", default="2000")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "switchyard"))
+    ap.add_argument("--out", default="/tmp/switchyard-load")
+    ap.add_argument("--port", type=int, default=18900)
+    args = ap.parse_args()
+    args.rates = [int(r) for r in args.rates.split(",") if r]
+    os.makedirs(args.out, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="switchyard-load-")
+    subprocess.run([os.path.join(PEERS, "mock_upstream.sh"), "start"], check=True, capture_output=True)
+
+    results = [measure("direct", "http://127.0.0.1:18080/v1/chat/completions", "Authorization: Bearer dummy", None, args)]
+    print(json.dumps(results[-1]), file=sys.stderr)
+    headers = f"Authorization: Bearer {KEY}"
+    for variant in args.variants.split(","):
+        path = os.path.join(workdir, f"{variant}.toml")
+        with open(path, "w") as f:
+            f.write(config(variant, args.port, workdir))
+        log = open(os.path.join(args.out, f"{variant}.log"), "w")
+        proc = subprocess.Popen([args.bin, "serve", "--config", path], stdout=subprocess.DEVNULL, stderr=log,
+                                env=dict(os.environ, RUST_LOG="warn"))
+        url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
+        try:
+            if not wait_ready(url, headers):
+                raise RuntimeError(f"{variant} did not become ready; see {log.name}")
+            results.append(measure(variant, url, headers, proc.pid, args))
+            print(json.dumps(results[-1]), file=sys.stderr)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(table(results, args.rates))
+
+
+def table(results, rates):
+    direct = results[0]
+    bare = next((r for r in results if r["name"] == "bare"), None)
+    out = ["| run | c1 p50 ms | c1 added p50 | c32 req/s | c32 RPS vs direct | "
+           + " | ".join(f"@{q}/s p50 / p99 ms | @{q}/s added p50 / p99" for q in rates)
+           + " | CPU µs/req (c32) | peak RSS MiB | errors | added p50 @c1 vs bare |",
+           "|" + "---|" * (8 + 2 * len(rates))]
+    for r in results:
+        c1, c32 = r["c1"], r["c32"]
+        added_c1 = c1["p50_ms"] - direct["c1"]["p50_ms"]
+        cells = [r["name"], f"{c1['p50_ms']:.3f}", f"{added_c1:.3f}", f"{c32['rps']:.0f}",
+                 f"{c32['rps'] / direct['c32']['rps']:.2f}"]
+        errors = c1["errors"] + c32["errors"]
+        for q in rates:
+            x, d = r.get(f"q{q}"), direct.get(f"q{q}")
+            if x and d:
+                cells += [f"{x['p50_ms']:.3f} / {x['p99_ms']:.3f}",
+                          f"{x['p50_ms'] - d['p50_ms']:.3f} / {x['p99_ms'] - d['p99_ms']:.3f}"]
+                errors += x["errors"]
+            else:
+                cells += ["-", "-"]
+        cells += [f"{c32.get('cpu_us_per_req', 0):.1f}" if "cpu_us_per_req" in c32 else "-",
+                  f"{r['peak_rss_mib']:.1f}" if r.get("peak_rss_mib") else "-", str(errors)]
+        if bare and r is not direct:
+            base = bare["c1"]["p50_ms"] - direct["c1"]["p50_ms"]
+            cells.append(f"{added_c1 / base:.2f}x" if base > 0 else "-")
+        else:
+            cells.append("-")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

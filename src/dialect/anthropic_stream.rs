@@ -596,6 +596,36 @@ mod tests {
     }
 
     #[test]
+    fn content_after_finish_is_closed_before_message_delta_and_dropped_after_it() {
+        let events = vec![
+            StreamEvent::Finish {
+                reason: FinishReason::Stop,
+            },
+            StreamEvent::TextDelta {
+                text: "late".into(),
+            },
+            StreamEvent::Usage { usage: usage() },
+            StreamEvent::TextDelta {
+                text: "later".into(),
+            },
+        ];
+        let f = encode_all(&events);
+        assert_eq!(
+            names(&f),
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert_eq!(f[3].1["delta"]["text"], "late");
+    }
+
+    #[test]
     fn error_mid_stream_writes_an_error_event_and_nothing_after() {
         let mut enc = AnthropicStreamEncoder::new("msg_1", "m");
         let mut out = Vec::new();

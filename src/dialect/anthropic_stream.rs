@@ -22,7 +22,8 @@ use serde_json::json;
 /// `Finish`, or by [`finish`](Self::finish), with all usage reports merged. A stream that
 /// ends without `Finish` is closed with `end_turn`. A tool-argument delta for a block that is
 /// already closed (interleaved tool calls) is sent on that block's own index rather than
-/// dropped. After [`error`](Self::error) or [`finish`](Self::finish) nothing more is written.
+/// dropped; events other than `Usage` after `message_delta` are dropped (no valid place).
+/// After [`error`](Self::error) or [`finish`](Self::finish) nothing more is written.
 #[derive(Debug)]
 pub struct AnthropicStreamEncoder {
     id: String,
@@ -80,6 +81,11 @@ impl AnthropicStreamEncoder {
     /// Append the frames `ev` means to `out` (possibly none).
     pub fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
         if self.done {
+            return;
+        }
+        if self.delta_sent && !matches!(ev, StreamEvent::Usage { .. }) {
+            // Content after `message_delta` cannot be expressed; the canonical contract
+            // (`Finish`, then `Usage`, last) means it never comes from a correct decoder.
             return;
         }
         match ev {
@@ -231,6 +237,7 @@ impl AnthropicStreamEncoder {
             return;
         }
         self.delta_sent = true;
+        self.close_block(out);
         let reason = stop_reason(self.finish.unwrap_or(FinishReason::Stop));
         let delta = json!({
             "type": "message_delta",
@@ -586,6 +593,36 @@ mod tests {
             .map(|(_, d)| d["index"].clone())
             .collect();
         assert_eq!(starts, stops);
+    }
+
+    #[test]
+    fn content_after_finish_is_closed_before_message_delta_and_dropped_after_it() {
+        let events = vec![
+            StreamEvent::Finish {
+                reason: FinishReason::Stop,
+            },
+            StreamEvent::TextDelta {
+                text: "late".into(),
+            },
+            StreamEvent::Usage { usage: usage() },
+            StreamEvent::TextDelta {
+                text: "later".into(),
+            },
+        ];
+        let f = encode_all(&events);
+        assert_eq!(
+            names(&f),
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert_eq!(f[3].1["delta"]["text"], "late");
     }
 
     #[test]

@@ -19,6 +19,8 @@ mod anthropic_stream;
 pub mod openai;
 mod openai_render;
 mod openai_stream;
+#[cfg(test)]
+mod proptests;
 
 use crate::canonical::Usage;
 use crate::error::GatewayError;

@@ -3,7 +3,9 @@
 use super::body::SseWriter;
 use super::{check_range, joined_text, optional_u32, Parsed, Reply, WireError};
 use crate::canonical::FinishReason;
-use crate::providers::mock::{count_words, split_arguments, split_chunks, MockPrompt, MockToolChoice};
+use crate::providers::mock::{
+    count_words, split_arguments, split_chunks, MockPrompt, MockToolChoice,
+};
 use http::HeaderMap;
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -43,7 +45,9 @@ pub(super) fn parse(body: &Value) -> Result<Parsed<'_>, WireError> {
         .ok_or_else(|| WireError::bad("model: Field required"))?;
     for field in FOREIGN_FIELDS {
         if body.get(field).is_some() {
-            return Err(WireError::bad(format!("{field}: Extra inputs are not permitted")));
+            return Err(WireError::bad(format!(
+                "{field}: Extra inputs are not permitted"
+            )));
         }
     }
     let max_tokens = optional_u32(body, "max_tokens")?
@@ -81,15 +85,24 @@ pub(super) fn parse(body: &Value) -> Result<Parsed<'_>, WireError> {
                 Some(name) => MockToolChoice::Tool(name),
                 None => return Err(WireError::bad("tool_choice.name: Field required")),
             },
-            _ => return Err(WireError::bad("tool_choice.type: must be auto, any, tool or none")),
+            _ => {
+                return Err(WireError::bad(
+                    "tool_choice.type: must be auto, any, tool or none",
+                ))
+            }
         },
     };
     check_range(body, "temperature", 1.0)?;
     check_range(body, "top_p", 1.0)?;
     optional_u32(body, "top_k")?;
     if let Some(stops) = body.get("stop_sequences").filter(|v| !v.is_null()) {
-        if !stops.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
-            return Err(WireError::bad("stop_sequences: must be an array of strings"));
+        if !stops
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string))
+        {
+            return Err(WireError::bad(
+                "stop_sequences: must be an array of strings",
+            ));
         }
     }
     Ok(Parsed {
@@ -112,12 +125,17 @@ fn system_text(system: Option<&Value>) -> Result<Cow<'_, str>, WireError> {
     match system {
         None | Some(Value::Null) | Some(Value::String(_)) => Ok(joined_text(system)),
         Some(Value::Array(blocks)) => {
-            if blocks.iter().any(|b| b.get("type").and_then(Value::as_str) != Some("text")) {
+            if blocks
+                .iter()
+                .any(|b| b.get("type").and_then(Value::as_str) != Some("text"))
+            {
                 return Err(WireError::bad("system: blocks must be of type 'text'"));
             }
             Ok(joined_text(system))
         }
-        Some(_) => Err(WireError::bad("system: must be a string or an array of text blocks")),
+        Some(_) => Err(WireError::bad(
+            "system: must be a string or an array of text blocks",
+        )),
     }
 }
 
@@ -198,7 +216,10 @@ fn first_tool(body: &Value) -> Result<Option<&str>, WireError> {
         .ok_or_else(|| WireError::bad("tools: must be an array"))?;
     let mut first = None;
     for (i, tool) in tools.iter().enumerate() {
-        let custom = matches!(tool.get("type").and_then(Value::as_str), None | Some("custom"));
+        let custom = matches!(
+            tool.get("type").and_then(Value::as_str),
+            None | Some("custom")
+        );
         match tool.get("name").and_then(Value::as_str) {
             Some(name) if !custom || tool.get("input_schema").is_some_and(Value::is_object) => {
                 first = first.or(Some(name));
@@ -279,8 +300,10 @@ pub(super) fn stream(reply: &Reply<'_>, out: &mut SseWriter) {
     });
     out.event(Some("message_start"), &start, false);
     out.event(Some("ping"), &json!({"type": "ping"}), false);
-    let block_start = |block: Value| json!({"type": "content_block_start", "index": 0, "content_block": block});
-    let block_delta = |delta: Value| json!({"type": "content_block_delta", "index": 0, "delta": delta});
+    let block_start =
+        |block: Value| json!({"type": "content_block_start", "index": 0, "content_block": block});
+    let block_delta =
+        |delta: Value| json!({"type": "content_block_delta", "index": 0, "delta": delta});
     if let Some(call) = &answer.tool_call {
         let block = json!({"type": "tool_use", "id": call.id, "name": call.name, "input": {}});
         out.event(Some("content_block_start"), &block_start(block), false);
@@ -307,7 +330,11 @@ pub(super) fn stream(reply: &Reply<'_>, out: &mut SseWriter) {
         "usage": {"output_tokens": answer.usage.output_tokens},
     });
     out.event(Some("message_delta"), &delta, false);
-    out.event(Some("message_stop"), &json!({"type": "message_stop"}), false);
+    out.event(
+        Some("message_stop"),
+        &json!({"type": "message_stop"}),
+        false,
+    );
 }
 
 /// Anthropic's error JSON.

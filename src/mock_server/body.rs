@@ -198,7 +198,10 @@ impl SseBody {
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some((_, sleep)) = self.waiting.as_mut() {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;

@@ -38,13 +38,22 @@ pub(super) fn check_headers(headers: &HeaderMap) -> Result<(), WireError> {
 }
 
 fn field<'v>(value: &'v Value, camel: &str, snake: &str) -> Option<&'v Value> {
-    value.get(camel).or_else(|| value.get(snake)).filter(|v| !v.is_null())
+    value
+        .get(camel)
+        .or_else(|| value.get(snake))
+        .filter(|v| !v.is_null())
 }
 
 /// Read a generateContent request for `model` (named by the path).
-pub(super) fn parse<'a>(body: &'a Value, model: &'a str, stream: bool) -> Result<Parsed<'a>, WireError> {
+pub(super) fn parse<'a>(
+    body: &'a Value,
+    model: &'a str,
+    stream: bool,
+) -> Result<Parsed<'a>, WireError> {
     let Some(fields) = body.as_object() else {
-        return Err(WireError::bad("Invalid JSON payload received: expected an object"));
+        return Err(WireError::bad(
+            "Invalid JSON payload received: expected an object",
+        ));
     };
     if let Some(unknown) = fields.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         return Err(WireError::bad(format!(
@@ -55,7 +64,9 @@ pub(super) fn parse<'a>(body: &'a Value, model: &'a str, stream: bool) -> Result
         .get("contents")
         .and_then(Value::as_array)
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| WireError::bad("* GenerateContentRequest.contents: contents is not specified"))?;
+        .ok_or_else(|| {
+            WireError::bad("* GenerateContentRequest.contents: contents is not specified")
+        })?;
     let mut input_tokens = 0;
     if let Some(system) = field(body, "systemInstruction", "system_instruction") {
         input_tokens += count_words(&joined_text(system.get("parts")));
@@ -63,7 +74,10 @@ pub(super) fn parse<'a>(body: &'a Value, model: &'a str, stream: bool) -> Result
     let mut last_user_text = Cow::Borrowed("");
     let mut tool_result = None;
     for (i, content) in contents.iter().enumerate() {
-        let role = content.get("role").and_then(Value::as_str).unwrap_or("user");
+        let role = content
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("user");
         if role != "user" && role != "model" {
             return Err(WireError::bad("Please use a valid role: user, model."));
         }
@@ -76,7 +90,11 @@ pub(super) fn parse<'a>(body: &'a Value, model: &'a str, stream: bool) -> Result
             })?;
         tool_result = None;
         for (j, part) in parts.iter().enumerate() {
-            let bad = |what: &str| WireError::bad(format!("* GenerateContentRequest.contents[{i}].parts[{j}]: {what}"));
+            let bad = |what: &str| {
+                WireError::bad(format!(
+                    "* GenerateContentRequest.contents[{i}].parts[{j}]: {what}"
+                ))
+            };
             if let Some(text) = part.get("text") {
                 let text = text.as_str().ok_or_else(|| bad("text must be a string"))?;
                 input_tokens += count_words(text);
@@ -89,7 +107,9 @@ pub(super) fn parse<'a>(body: &'a Value, model: &'a str, stream: bool) -> Result
             } else if let Some(response) = field(part, "functionResponse", "function_response") {
                 let result = response.get("response").filter(|r| r.is_object());
                 if response.get("name").and_then(Value::as_str).is_none() || result.is_none() {
-                    return Err(bad("functionResponse needs a name and response as an object"));
+                    return Err(bad(
+                        "functionResponse needs a name and response as an object",
+                    ));
                 }
                 let text = response_text(result);
                 input_tokens += count_words(&text);
@@ -97,7 +117,9 @@ pub(super) fn parse<'a>(body: &'a Value, model: &'a str, stream: bool) -> Result
             } else if field(part, "inlineData", "inline_data").is_none()
                 && field(part, "fileData", "file_data").is_none()
             {
-                return Err(bad("part must hold text, inlineData, fileData, functionCall or functionResponse"));
+                return Err(bad(
+                    "part must hold text, inlineData, fileData, functionCall or functionResponse",
+                ));
             }
         }
         if role == "user" {
@@ -118,7 +140,9 @@ pub(super) fn parse<'a>(body: &'a Value, model: &'a str, stream: bool) -> Result
             .unwrap_or_default();
         tool_choice = match (config.get("mode").and_then(Value::as_str), allowed) {
             (Some("NONE"), _) => MockToolChoice::None,
-            (Some("ANY"), [only]) => only.as_str().map_or(MockToolChoice::Auto, MockToolChoice::Tool),
+            (Some("ANY"), [only]) => only
+                .as_str()
+                .map_or(MockToolChoice::Auto, MockToolChoice::Tool),
             _ => MockToolChoice::Auto,
         };
     }
@@ -218,7 +242,12 @@ pub(super) fn response(reply: &Reply<'_>) -> Value {
 pub(super) fn chunks(reply: &Reply<'_>) -> Vec<Value> {
     let finish = finish_reason(reply.answer.finish);
     if let Some(part) = function_call_part(reply) {
-        return vec![envelope(reply, json!([part]), Some(finish), full_usage(reply))];
+        return vec![envelope(
+            reply,
+            json!([part]),
+            Some(finish),
+            full_usage(reply),
+        )];
     }
     let mut pieces = split_chunks(&reply.answer.text, reply.chunks);
     if pieces.is_empty() {

@@ -28,8 +28,7 @@ mod openai;
 
 use crate::config::MockSettings;
 use crate::providers::mock::{
-    count_words, embed_text, generate, roll_error, MockAnswer, MockPrompt,
-    DEFAULT_EMBEDDING_DIMS,
+    count_words, embed_text, generate, roll_error, MockAnswer, MockPrompt, DEFAULT_EMBEDDING_DIMS,
 };
 use arc_swap::ArcSwap;
 use base64::Engine;
@@ -179,8 +178,18 @@ fn route<'p>(method: &Method, path: &'p str) -> Route<'p> {
         if let Some((model, action)) = rest.rsplit_once(':') {
             if method == Method::POST {
                 match action {
-                    "generateContent" => return Route::Gemini { model, stream: false },
-                    "streamGenerateContent" => return Route::Gemini { model, stream: true },
+                    "generateContent" => {
+                        return Route::Gemini {
+                            model,
+                            stream: false,
+                        }
+                    }
+                    "streamGenerateContent" => {
+                        return Route::Gemini {
+                            model,
+                            stream: true,
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -222,19 +231,38 @@ async fn handle(
     };
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return Ok(error_response(wire, 413, "request body too large or unreadable")),
+        Err(_) => {
+            return Ok(error_response(
+                wire,
+                413,
+                "request body too large or unreadable",
+            ))
+        }
     };
     shared.record(&parts.method, &parts.uri, &parts.headers, bytes.clone());
     let settings = shared.settings.load_full();
     let response = match route {
         Route::Embeddings => embeddings(&shared, &settings, &bytes).await,
         Route::Gemini { model, stream } => {
-            let sse = parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
-            let call = Call { wire, model, stream, sse };
+            let sse = parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+            let call = Call {
+                wire,
+                model,
+                stream,
+                sse,
+            };
             chat(&shared, &settings, call, &parts.headers, &bytes).await
         }
         _ => {
-            let call = Call { wire, model: "", stream: false, sse: true };
+            let call = Call {
+                wire,
+                model: "",
+                stream: false,
+                sse: true,
+            };
             chat(&shared, &settings, call, &parts.headers, &bytes).await
         }
     };
@@ -368,7 +396,11 @@ async fn chat(
 }
 
 /// Latency, then a hang or an injected error when the settings ask for one.
-async fn faults(shared: &Shared, settings: &MockSettings, wire: Wire) -> Option<Response<MockBody>> {
+async fn faults(
+    shared: &Shared,
+    settings: &MockSettings,
+    wire: Wire,
+) -> Option<Response<MockBody>> {
     if settings.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
     }
@@ -403,7 +435,13 @@ async fn embeddings(shared: &Shared, settings: &MockSettings, body: &[u8]) -> Re
                 other => Cow::Owned(other.to_string()),
             })
             .collect(),
-        _ => return error_response(Wire::OpenAi, 400, "'input' must be a string or a non-empty array"),
+        _ => {
+            return error_response(
+                Wire::OpenAi,
+                400,
+                "'input' must be a string or a non-empty array",
+            )
+        }
     };
     let dims = value
         .get("dimensions")
@@ -492,7 +530,8 @@ async fn control_endpoint(
 
 /// `current` with the fields of the JSON object in `patch` replaced.
 fn merge_settings(current: &MockSettings, patch: &[u8]) -> Result<MockSettings, String> {
-    let patch: Value = serde_json::from_slice(patch).map_err(|err| format!("invalid JSON: {err}"))?;
+    let patch: Value =
+        serde_json::from_slice(patch).map_err(|err| format!("invalid JSON: {err}"))?;
     let Value::Object(patch) = patch else {
         return Err("mock config must be a JSON object".into());
     };
@@ -594,7 +633,9 @@ fn check_range(value: &Value, field: &'static str, max: f64) -> Result<(), WireE
         None | Some(Value::Null) => Ok(()),
         Some(v) => match v.as_f64() {
             Some(x) if (0.0..=max).contains(&x) => Ok(()),
-            _ => Err(WireError::bad(format!("{field}: must be a number between 0 and {max}"))),
+            _ => Err(WireError::bad(format!(
+                "{field}: must be a number between 0 and {max}"
+            ))),
         },
     }
 }

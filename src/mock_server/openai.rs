@@ -3,7 +3,9 @@
 use super::body::SseWriter;
 use super::{check_range, joined_text, optional_u32, Parsed, Reply, WireError};
 use crate::canonical::FinishReason;
-use crate::providers::mock::{count_words, split_arguments, split_chunks, MockPrompt, MockToolChoice};
+use crate::providers::mock::{
+    count_words, split_arguments, split_chunks, MockPrompt, MockToolChoice,
+};
 use serde_json::{json, Value};
 use std::borrow::Cow;
 
@@ -52,7 +54,11 @@ pub(super) fn parse(body: &Value) -> Result<Parsed<'_>, WireError> {
             }
             "tool" => {
                 turns += 1;
-                if message.get("tool_call_id").and_then(Value::as_str).is_none() {
+                if message
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .is_none()
+                {
                     return Err(WireError::bad(format!(
                         "messages[{i}]: a 'tool' message needs 'tool_call_id'"
                     )));
@@ -71,24 +77,27 @@ pub(super) fn parse(body: &Value) -> Result<Parsed<'_>, WireError> {
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
         .map(|m| joined_text(m.get("content")));
     let first_tool = first_tool(body)?;
-    let tool_choice = match body.get("tool_choice") {
-        None | Some(Value::Null) => MockToolChoice::Auto,
-        Some(Value::String(s)) => match s.as_str() {
-            "none" => MockToolChoice::None,
-            "auto" | "required" => MockToolChoice::Auto,
-            other => {
-                return Err(WireError::bad(format!(
-                    "tool_choice: invalid value '{other}'"
-                )))
-            }
-        },
-        Some(choice) => match choice.pointer("/function/name").and_then(Value::as_str) {
-            Some(name) if choice.get("type").and_then(Value::as_str) == Some("function") => {
-                MockToolChoice::Tool(name)
-            }
-            _ => return Err(WireError::bad("tool_choice: expected {\"type\": \"function\", \"function\": {\"name\": …}}")),
-        },
-    };
+    let tool_choice =
+        match body.get("tool_choice") {
+            None | Some(Value::Null) => MockToolChoice::Auto,
+            Some(Value::String(s)) => match s.as_str() {
+                "none" => MockToolChoice::None,
+                "auto" | "required" => MockToolChoice::Auto,
+                other => {
+                    return Err(WireError::bad(format!(
+                        "tool_choice: invalid value '{other}'"
+                    )))
+                }
+            },
+            Some(choice) => match choice.pointer("/function/name").and_then(Value::as_str) {
+                Some(name) if choice.get("type").and_then(Value::as_str) == Some("function") => {
+                    MockToolChoice::Tool(name)
+                }
+                _ => return Err(WireError::bad(
+                    "tool_choice: expected {\"type\": \"function\", \"function\": {\"name\": …}}",
+                )),
+            },
+        };
     check_range(body, "temperature", 2.0)?;
     check_range(body, "top_p", 1.0)?;
     let max_tokens = match optional_u32(body, "max_completion_tokens")? {
@@ -128,13 +137,20 @@ fn check_assistant_tool_calls(message: &Value, i: usize) -> Result<(), WireError
         return Ok(());
     };
     let Some(calls) = calls.as_array() else {
-        return Err(WireError::bad(format!("messages[{i}].tool_calls: must be an array")));
+        return Err(WireError::bad(format!(
+            "messages[{i}].tool_calls: must be an array"
+        )));
     };
     for (j, call) in calls.iter().enumerate() {
         let ok = call.get("id").and_then(Value::as_str).is_some()
             && call.get("type").and_then(Value::as_str) == Some("function")
-            && call.pointer("/function/name").and_then(Value::as_str).is_some()
-            && call.pointer("/function/arguments").is_some_and(Value::is_string);
+            && call
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .is_some()
+            && call
+                .pointer("/function/arguments")
+                .is_some_and(Value::is_string);
         if !ok {
             return Err(WireError::bad(format!(
                 "messages[{i}].tool_calls[{j}]: needs id, type 'function', function.name and function.arguments as a string"
@@ -242,7 +258,11 @@ fn chunk(reply: &Reply<'_>, delta: Value, finish: Option<&str>) -> Value {
 /// when asked for, then `[DONE]`.
 pub(super) fn stream(reply: &Reply<'_>, out: &mut SseWriter) {
     let answer = reply.answer;
-    out.event(None, &chunk(reply, json!({"role": "assistant", "content": ""}), None), false);
+    out.event(
+        None,
+        &chunk(reply, json!({"role": "assistant", "content": ""}), None),
+        false,
+    );
     if let Some(call) = &answer.tool_call {
         let start = json!({"tool_calls": [{
             "index": 0,

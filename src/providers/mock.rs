@@ -32,24 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The filler words a text answer cycles through.
-const FILLER: [&str; 16] = [
-    "lorem",
-    "ipsum",
-    "dolor",
-    "sit",
-    "amet",
-    "consectetur",
-    "adipiscing",
-    "elit",
-    "sed",
-    "do",
-    "eiusmod",
-    "tempor",
-    "incididunt",
-    "ut",
-    "labore",
-    "et",
-];
+const FILLER: &str =
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et";
 
 /// The longest query (in characters) put into a mock tool call's arguments.
 const QUERY_CHARS: usize = 100;
@@ -229,7 +213,7 @@ pub fn generate(prompt: &MockPrompt<'_>, output_tokens: u32) -> MockAnswer {
         text.push(':');
         let have = count_words(&text);
         let need = u64::from(output_tokens).saturating_sub(have);
-        for word in FILLER.iter().cycle().take(need as usize) {
+        for word in FILLER.split(' ').cycle().take(need as usize) {
             text.push(' ');
             text.push_str(word);
         }
@@ -433,20 +417,23 @@ fn paced(events: Vec<StreamEvent>, settings: &MockSettings) -> EventStream {
         return futures_util::stream::iter(events.into_iter().map(Ok)).boxed();
     }
     let state = (events.into_iter(), true, false);
-    futures_util::stream::unfold(state, move |(mut events, first, mut seen_delta)| async move {
-        let event = events.next()?;
-        let is_delta = matches!(
-            event,
-            StreamEvent::TextDelta { .. } | StreamEvent::ToolCallDelta { .. }
-        );
-        if first {
-            pause(first_delay).await;
-        } else if is_delta && seen_delta {
-            pause(interval).await;
-        }
-        seen_delta |= is_delta;
-        Some((Ok(event), (events, false, seen_delta)))
-    })
+    futures_util::stream::unfold(
+        state,
+        move |(mut events, first, mut seen_delta)| async move {
+            let event = events.next()?;
+            let is_delta = matches!(
+                event,
+                StreamEvent::TextDelta { .. } | StreamEvent::ToolCallDelta { .. }
+            );
+            if first {
+                pause(first_delay).await;
+            } else if is_delta && seen_delta {
+                pause(interval).await;
+            }
+            seen_delta |= is_delta;
+            Some((Ok(event), (events, false, seen_delta)))
+        },
+    )
     .boxed()
 }
 
@@ -551,7 +538,9 @@ mod tests {
     fn text_answer_names_the_model_and_has_output_tokens_words() {
         let req = request(vec![Message::text(Role::User, "hello there")]);
         let answer = generate(&MockPrompt::from_chat(&req, "mock-1"), 10);
-        assert!(answer.text.starts_with("mock answer from mock-1: lorem ipsum"));
+        assert!(answer
+            .text
+            .starts_with("mock answer from mock-1: lorem ipsum"));
         assert_eq!(count_words(&answer.text), 10);
         assert_eq!(answer.usage.output_tokens, 10);
         assert_eq!(answer.usage.input_tokens, 2);
@@ -738,7 +727,14 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["start", "tool_start", "tool_delta", "tool_delta", "finish", "usage"]
+            [
+                "start",
+                "tool_start",
+                "tool_delta",
+                "tool_delta",
+                "finish",
+                "usage"
+            ]
         );
         let args: String = events
             .iter()

@@ -47,7 +47,8 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         _ => None,
     };
     if config.policy.dir.is_some() {
-        crate::policy::reload::spawn_sighup(policy.clone());
+        crate::policy::reload::spawn_sighup(policy.clone())
+            .map_err(|e| anyhow::anyhow!("policy: cannot listen for SIGHUP: {e}"))?;
     }
     let logs = if config.logs.enabled {
         let policy_for_redact = policy.clone();

@@ -116,7 +116,7 @@ fn host_for(
             ))
         }
         None => Ok((
-            std::sync::Arc::new(switchyard::policy::ConfigHost::default()),
+            std::sync::Arc::new(switchyard::policy::ConfigHost::from_models(std::iter::empty())),
             None,
         )),
     }

@@ -201,7 +201,7 @@ fn route(req) {
 #[tokio::test]
 async fn a_failing_hook_fails_closed_when_configured() {
     let policy =
-        "fn route(req) { if req.prompt_text.contains(\"boom\") { throw \"kaboom\"; } \"b\" }\n";
+        "fn route(req) { if req.prompt_text.contains(\"boom\") { let kaboom = [1, 2]; return kaboom[7]; } \"b\" }\n";
     let a = mock_provider(&[]);
     let b = mock_provider(&[]);
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 const MODELS: usize = 21;
 
+/// The load tests run one at a time: two of them at once would overload 2 cores and each
+/// would measure the other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn config(mock: &Proc, extra: &str) -> String {
     let mut models = String::new();
     for i in 0..MODELS {
@@ -190,7 +194,7 @@ async fn a_chaos_outage_moves_traffic_to_the_fallback_with_no_failed_request_and
     let gw = gateway_in(dir, &config);
 
     let rate = 300;
-    let duration = Duration::from_secs(9);
+    let duration = Duration::from_secs(10);
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let load = tokio::spawn(run_load(
         gw.url("/v1/chat/completions"),
@@ -202,12 +206,13 @@ async fn a_chaos_outage_moves_traffic_to_the_fallback_with_no_failed_request_and
     let resp = client()
         .post(gw.url("/admin/chaos"))
         .bearer_auth(ADMIN_KEY)
-        .json(&json!({"provider": "p1", "error_rate": 1.0, "status": 0, "latency_ms": 0, "duration_s": 3}))
+        .json(&json!({"provider": "p1", "error_rate": 1.0, "status": 0, "latency_ms": 0, "duration_s": 4}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Requests already past the chaos check when it was injected finish first.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let during = mock_stats(&primary).await["requests"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let still = mock_stats(&primary).await["requests"].as_u64().unwrap();

@@ -159,9 +159,7 @@ pub(crate) fn decision_from_dynamic(
         return Ok(Some(decision));
     }
     let Some(map) = value.try_cast::<Map>() else {
-        return Err(
-            "route must return a model name, an array of model names or a map".to_string(),
-        );
+        return Err("route must return a model name, an array of model names or a map".to_string());
     };
     let unknown: Vec<&str> = map
         .keys()
@@ -308,17 +306,24 @@ mod tests {
         chat.metadata.insert("feature".into(), "search".into());
         let req = PolicyRequest::from_chat(&chat, 7);
         assert_eq!(req.feature.as_deref(), Some("search"));
-        assert_eq!(req.messages, vec![("user".to_string(), "hello".to_string())]);
+        assert_eq!(
+            req.messages,
+            vec![("user".to_string(), "hello".to_string())]
+        );
         assert_eq!(req.prompt_text, "hello");
         assert_eq!(req.est_input_tokens, 7);
     }
 
     #[test]
     fn string_array_and_map_become_decisions() {
-        let d = decision_from_dynamic(eval(r#""gpt-4o""#), 3).unwrap().unwrap();
+        let d = decision_from_dynamic(eval(r#""gpt-4o""#), 3)
+            .unwrap()
+            .unwrap();
         assert_eq!(d.chain, ["gpt-4o"]);
         assert_eq!(d.policy_version, 3);
-        let d = decision_from_dynamic(eval(r#"["a", "b"]"#), 1).unwrap().unwrap();
+        let d = decision_from_dynamic(eval(r#"["a", "b"]"#), 1)
+            .unwrap()
+            .unwrap();
         assert_eq!(d.chain, ["a", "b"]);
         let d = decision_from_dynamic(
             eval(r#"#{ chain: ["a"], timeout_ms: 100, first_token_ms: 50, max_tokens: 9, retries: 2 }"#),

@@ -119,7 +119,7 @@ pub struct Decision {
     pub first_token_ms: Option<u64>,
     /// `max_tokens` to send instead of the client's.
     pub max_tokens: Option<u32>,
-    /// Retries per target on retryable errors.
+    /// Retries per target on retryable errors (at most 10).
     pub retries: Option<u32>,
     /// The policy version that decided.
     pub policy_version: u64,
@@ -186,16 +186,16 @@ pub(crate) fn decision_from_dynamic(
         (None, None) => return Err("route map needs `chain` or `model`".into()),
     };
     decision.timeout_ms = present("timeout_ms")
-        .map(|v| number(v, "timeout_ms", u64::MAX))
+        .map(|v| number(v, "timeout_ms", 1, u64::MAX))
         .transpose()?;
     decision.first_token_ms = present("first_token_ms")
-        .map(|v| number(v, "first_token_ms", u64::MAX))
+        .map(|v| number(v, "first_token_ms", 1, u64::MAX))
         .transpose()?;
     decision.max_tokens = present("max_tokens")
-        .map(|v| number(v, "max_tokens", u64::from(u32::MAX)).map(|n| n as u32))
+        .map(|v| number(v, "max_tokens", 1, u64::from(u32::MAX)).map(|n| n as u32))
         .transpose()?;
     decision.retries = present("retries")
-        .map(|v| number(v, "retries", 100).map(|n| n as u32))
+        .map(|v| number(v, "retries", 0, MAX_RETRIES).map(|n| n as u32))
         .transpose()?;
     Ok(Some(decision))
 }
@@ -233,15 +233,18 @@ fn model_name(name: &str, what: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-fn number(value: Dynamic, key: &str, max: u64) -> Result<u64, String> {
+/// The most retries per target a policy may ask for.
+const MAX_RETRIES: u64 = 10;
+
+fn number(value: Dynamic, key: &str, min: u64, max: u64) -> Result<u64, String> {
     let type_name = value.type_name();
     let n = value
         .as_int()
         .map_err(|_| format!("route `{key}` must be an integer, not {type_name}"))?;
     u64::try_from(n)
         .ok()
-        .filter(|n| *n <= max)
-        .ok_or_else(|| format!("route `{key}` must be between 0 and {max}, not {n}"))
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("route `{key}` must be between {min} and {max}, not {n}"))
 }
 
 #[cfg(test)]
@@ -359,6 +362,11 @@ mod tests {
         assert!(err.contains("[1]"), "{err}");
         let err = decision_from_dynamic(eval(r#"#{ chain: "a", timeout_ms: -1 }"#), 1).unwrap_err();
         assert!(err.contains("timeout_ms"), "{err}");
+        let err =
+            decision_from_dynamic(eval(r#"#{ chain: "a", first_token_ms: 0 }"#), 1).unwrap_err();
+        assert!(err.contains("between 1"), "{err}");
+        let err = decision_from_dynamic(eval(r#"#{ chain: "a", retries: 11 }"#), 1).unwrap_err();
+        assert!(err.contains("retries"), "{err}");
         let err = decision_from_dynamic(eval(r#"#{ chain: "a", retries: 1.5 }"#), 1).unwrap_err();
         assert!(err.contains("integer"), "{err}");
         let err = decision_from_dynamic(eval(r#"#{ chain: "a", model: "b" }"#), 1).unwrap_err();

@@ -386,3 +386,19 @@ fn self_check_calls_limits_and_redact() {
     let s = set(&[("r.rhai", "fn redact(text) { [] }")]).unwrap();
     assert!(s.self_check(None).is_err());
 }
+
+#[test]
+fn inputs_larger_than_the_string_limit_are_still_readable() {
+    let mut r = req();
+    r.prompt_text = "x".repeat(3 * 1024 * 1024);
+    r.messages = vec![("user".into(), r.prompt_text.clone())];
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) {
+            let last = req.messages[-1].content;
+            if req.prompt_text.len() > 5 && !last.contains("y") { "a" } else { "b" }
+        }"#,
+    )])
+    .unwrap();
+    assert_eq!(s.route(&r).unwrap().unwrap().chain, ["a"]);
+}

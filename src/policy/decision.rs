@@ -35,7 +35,9 @@ pub struct PolicyRequest {
     pub est_input_tokens: u64,
     /// The body's `metadata`.
     pub metadata: BTreeMap<String, String>,
-    /// The request's `x-*` headers, names lower case (never the gateway key).
+    /// The request's `x-*` headers, names lower case. Credentials never reach scripts:
+    /// [`PolicyRequest::to_dynamic`] drops any header whose name mentions a key, token,
+    /// secret, auth or cookie (e.g. `x-api-key`, which carries Anthropic SDKs' gateway key).
     pub headers: BTreeMap<String, String>,
 }
 
@@ -95,9 +97,23 @@ impl PolicyRequest {
             Dynamic::from_int(INT::try_from(self.est_input_tokens).unwrap_or(INT::MAX)),
         );
         map.insert("metadata".into(), string_map(&self.metadata));
-        map.insert("headers".into(), string_map(&self.headers));
+        let headers: Map = self
+            .headers
+            .iter()
+            .filter(|(name, _)| !is_credential_header(name))
+            .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+            .collect();
+        map.insert("headers".into(), Dynamic::from_map(headers));
         Dynamic::from_map(map)
     }
+}
+
+/// Whether a header may carry a credential and must be hidden from scripts.
+fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["key", "token", "secret", "auth", "cookie", "password"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 fn string_map(values: &BTreeMap<String, String>) -> Dynamic {
@@ -291,6 +307,23 @@ mod tests {
         let messages = map["messages"].clone().cast::<Array>();
         let first = messages[0].clone().cast::<Map>();
         assert_eq!(first["content"].clone().into_string().unwrap(), "hi");
+    }
+
+    #[test]
+    fn credential_headers_never_reach_scripts() {
+        let mut req = PolicyRequest::default();
+        for name in [
+            "x-api-key",
+            "X-Goog-Api-Key",
+            "x-auth-token",
+            "x-switchyard-feature",
+        ] {
+            req.headers.insert(name.to_string(), "v".to_string());
+        }
+        let map = req.to_dynamic().cast::<Map>();
+        let headers = map["headers"].clone().cast::<Map>();
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-switchyard-feature"]);
     }
 
     #[test]

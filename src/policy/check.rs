@@ -22,7 +22,8 @@ pub fn sample_requests(models: &[String]) -> Vec<(String, PolicyRequest)> {
     let mut index = 0usize;
     for tier in ["free", "pro", "enterprise", ""] {
         for feature in ["chat", "batch", ""] {
-            for (size, text, tokens) in [("short", &short, 12), ("long", &long, LONG_SAMPLE_TOKENS)] {
+            for (size, text, tokens) in [("short", &short, 12), ("long", &long, LONG_SAMPLE_TOKENS)]
+            {
                 for stream in [true, false] {
                     let model = models
                         .get(index % models.len().max(1))
@@ -51,7 +52,10 @@ pub fn sample_requests(models: &[String]) -> Vec<(String, PolicyRequest)> {
                         stream,
                         max_tokens: (index % 2 == 0).then_some(512),
                         messages: vec![
-                            ("system".to_string(), "You are a helpful assistant.".to_string()),
+                            (
+                                "system".to_string(),
+                                "You are a helpful assistant.".to_string(),
+                            ),
                             ("user".to_string(), text.clone()),
                         ],
                         prompt_text: format!("You are a helpful assistant.\n{text}"),
@@ -94,8 +98,11 @@ impl PolicySet {
                 match self.route_hook(req) {
                     Ok(Some(decision)) => {
                         if let Some(known) = known_models {
-                            if let Some(unknown) = decision.chain.iter().find(|m| !known.contains(*m)) {
-                                let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
+                            if let Some(unknown) =
+                                decision.chain.iter().find(|m| !known.contains(*m))
+                            {
+                                let mut names: Vec<&str> =
+                                    known.iter().map(String::as_str).collect();
                                 names.sort_unstable();
                                 return Err(PolicyError::SelfCheck {
                                     file: self.hook_file("route"),
@@ -173,12 +180,20 @@ mod tests {
             assert!(samples.iter().any(|(_, r)| r.tier.as_deref() == Some(tier)));
         }
         assert!(samples.iter().any(|(_, r)| r.tier.is_none()));
-        assert!(samples.iter().any(|(_, r)| r.feature.as_deref() == Some("batch")));
-        assert!(samples.iter().any(|(_, r)| r.est_input_tokens >= LONG_SAMPLE_TOKENS));
+        assert!(samples
+            .iter()
+            .any(|(_, r)| r.feature.as_deref() == Some("batch")));
+        assert!(samples
+            .iter()
+            .any(|(_, r)| r.est_input_tokens >= LONG_SAMPLE_TOKENS));
         assert!(samples.iter().any(|(_, r)| r.est_input_tokens < 100));
         assert!(samples.iter().any(|(_, r)| r.stream) && samples.iter().any(|(_, r)| !r.stream));
         assert!(samples.iter().any(|(_, r)| r.model == "b"));
-        let long = samples.iter().map(|(_, r)| r.prompt_text.len()).max().unwrap();
+        let long = samples
+            .iter()
+            .map(|(_, r)| r.prompt_text.len())
+            .max()
+            .unwrap();
         assert!(long > 100_000 && long < 1024 * 1024, "{long}");
     }
 }

@@ -128,7 +128,12 @@ pub fn request_from_json(
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -139,7 +144,8 @@ pub fn request_from_json(
             h.iter()
                 .filter_map(|(k, v)| {
                     let k = k.to_ascii_lowercase();
-                    (k.starts_with("x-")).then(|| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                    (k.starts_with("x-"))
+                        .then(|| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
                 })
                 .collect()
         })

@@ -34,11 +34,16 @@ fn host() -> Arc<dyn HostInfo> {
 }
 
 fn known() -> HashSet<String> {
-    quickstart_models().into_iter().map(|(name, _)| name).collect()
+    quickstart_models()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
 }
 
 fn shipped(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("policies")
+        .join(name)
 }
 
 fn body(model: &str, text: &str) -> Value {
@@ -62,7 +67,11 @@ fn every_shipped_policy_passes_check_against_the_quickstart_models() {
 #[test]
 fn check_reports_an_unknown_model_with_its_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("routing.rhai"), r#"fn route(req) { "claude-opus" }"#).unwrap();
+    std::fs::write(
+        dir.path().join("routing.rhai"),
+        r#"fn route(req) { "claude-opus" }"#,
+    )
+    .unwrap();
     let err = check(dir.path(), Some(known()), host()).unwrap_err();
     assert!(err.to_string().starts_with("routing.rhai"), "{err}");
     assert!(err.to_string().contains("claude-opus"), "{err}");
@@ -70,8 +79,19 @@ fn check_reports_an_unknown_model_with_its_file() {
 
 #[test]
 fn cost_based_sends_a_short_question_to_the_cheapest_models() {
-    let decision = test(&shipped("cost-based"), &body("gpt-4o", "What is 2 + 2?"), None, None, None, host()).unwrap();
-    assert_eq!(chain(&decision), ["gemini-flash", "gpt-4o-mini", "claude-haiku"]);
+    let decision = test(
+        &shipped("cost-based"),
+        &body("gpt-4o", "What is 2 + 2?"),
+        None,
+        None,
+        None,
+        host(),
+    )
+    .unwrap();
+    assert_eq!(
+        chain(&decision),
+        ["gemini-flash", "gpt-4o-mini", "claude-haiku"]
+    );
     assert_eq!(decision["default"], false);
     assert_eq!(decision["timeout_ms"], 30000);
 }
@@ -79,35 +99,86 @@ fn cost_based_sends_a_short_question_to_the_cheapest_models() {
 #[test]
 fn cost_based_sends_long_or_complex_inputs_to_strong_models() {
     let long = "Quarterly revenue grew in every region. ".repeat(1000);
-    let decision = test(&shipped("cost-based"), &body("gpt-4o-mini", &long), None, None, None, host()).unwrap();
-    assert_eq!(chain(&decision), ["gpt-4o", "claude-sonnet", "gemini-flash"]);
+    let decision = test(
+        &shipped("cost-based"),
+        &body("gpt-4o-mini", &long),
+        None,
+        None,
+        None,
+        host(),
+    )
+    .unwrap();
+    assert_eq!(
+        chain(&decision),
+        ["gpt-4o", "claude-sonnet", "gemini-flash"]
+    );
     let hard = "Explain step by step why this function deadlocks.";
-    let decision = test(&shipped("cost-based"), &body("gpt-4o-mini", hard), None, None, None, host()).unwrap();
+    let decision = test(
+        &shipped("cost-based"),
+        &body("gpt-4o-mini", hard),
+        None,
+        None,
+        None,
+        host(),
+    )
+    .unwrap();
     assert_eq!(chain(&decision)[0], "gpt-4o");
 }
 
 #[test]
 fn cost_based_drops_models_whose_context_window_is_too_small() {
     let huge = "word ".repeat(150_000);
-    let decision = test(&shipped("cost-based"), &body("gpt-4o", &huge), None, None, None, host()).unwrap();
+    let decision = test(
+        &shipped("cost-based"),
+        &body("gpt-4o", &huge),
+        None,
+        None,
+        None,
+        host(),
+    )
+    .unwrap();
     assert_eq!(chain(&decision), ["claude-sonnet", "gemini-flash"]);
 }
 
 #[test]
 fn latency_based_orders_chat_models_by_observed_latency_with_a_first_token_deadline() {
     let window = Arc::new(LatencyWindow::new());
-    for (model, ms) in [("gemini-flash", 120.0), ("gpt-4o-mini", 300.0), ("claude-haiku", 900.0)] {
+    for (model, ms) in [
+        ("gemini-flash", 120.0),
+        ("gpt-4o-mini", 300.0),
+        ("claude-haiku", 900.0),
+    ] {
         for _ in 0..10 {
             window.record(model, ms);
         }
     }
-    let host: Arc<dyn HostInfo> = Arc::new(ConfigHost::from_models(quickstart_models()).with_latency(window));
+    let host: Arc<dyn HostInfo> =
+        Arc::new(ConfigHost::from_models(quickstart_models()).with_latency(window));
     let mut request = body("gpt-4o", "hi");
     request["stream"] = json!(true);
-    let decision = test(&shipped("latency-based"), &request, None, None, None, host.clone()).unwrap();
-    assert_eq!(chain(&decision), ["gemini-flash", "gpt-4o-mini", "claude-haiku"]);
+    let decision = test(
+        &shipped("latency-based"),
+        &request,
+        None,
+        None,
+        None,
+        host.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        chain(&decision),
+        ["gemini-flash", "gpt-4o-mini", "claude-haiku"]
+    );
     assert_eq!(decision["first_token_ms"], 800);
-    let decision = test(&shipped("latency-based"), &body("gpt-4o", "hi"), None, None, Some("chat"), host).unwrap();
+    let decision = test(
+        &shipped("latency-based"),
+        &body("gpt-4o", "hi"),
+        None,
+        None,
+        Some("chat"),
+        host,
+    )
+    .unwrap();
     assert_eq!(decision["first_token_ms"], 800);
 }
 
@@ -121,13 +192,32 @@ fn latency_based_moves_unhealthy_providers_to_the_back() {
     });
     let host: Arc<dyn HostInfo> =
         Arc::new(ConfigHost::from_models(models).with_health(Arc::new(|p| p != "anthropic")));
-    let decision = test(&shipped("latency-based"), &body("gpt-4o", "hi"), None, None, Some("chat"), host).unwrap();
-    assert_eq!(chain(&decision), ["gpt-4o-mini", "gemini-flash", "claude-haiku"]);
+    let decision = test(
+        &shipped("latency-based"),
+        &body("gpt-4o", "hi"),
+        None,
+        None,
+        Some("chat"),
+        host,
+    )
+    .unwrap();
+    assert_eq!(
+        chain(&decision),
+        ["gpt-4o-mini", "gemini-flash", "claude-haiku"]
+    );
 }
 
 #[test]
 fn latency_based_gives_background_jobs_a_long_timeout() {
-    let decision = test(&shipped("latency-based"), &body("gpt-4o", "summarise"), None, None, Some("batch"), host()).unwrap();
+    let decision = test(
+        &shipped("latency-based"),
+        &body("gpt-4o", "summarise"),
+        None,
+        None,
+        Some("batch"),
+        host(),
+    )
+    .unwrap();
     assert_eq!(chain(&decision), ["claude-sonnet", "gpt-4o", "gpt-4o-mini"]);
     assert_eq!(decision["timeout_ms"], 300000);
     assert_eq!(decision["retries"], 3);
@@ -137,22 +227,54 @@ fn latency_based_gives_background_jobs_a_long_timeout() {
 #[test]
 fn feature_based_routes_by_header_or_metadata() {
     let dir = shipped("feature-based");
-    let decision = test(&dir, &body("gpt-4o", "fix this"), None, None, Some("code"), host()).unwrap();
+    let decision = test(
+        &dir,
+        &body("gpt-4o", "fix this"),
+        None,
+        None,
+        Some("code"),
+        host(),
+    )
+    .unwrap();
     assert_eq!(chain(&decision), ["claude-sonnet", "gpt-4o"]);
     let mut request = body("gpt-4o", "summarise this");
     request["metadata"] = json!({ "feature": "summarize" });
     let decision = test(&dir, &request, None, None, None, host()).unwrap();
     assert_eq!(chain(&decision), ["gemini-flash", "gpt-4o-mini"]);
-    let decision = test(&dir, &body("gpt-4o", "hi"), None, None, Some("chat"), host()).unwrap();
+    let decision = test(
+        &dir,
+        &body("gpt-4o", "hi"),
+        None,
+        None,
+        Some("chat"),
+        host(),
+    )
+    .unwrap();
     assert_eq!(decision["first_token_ms"], 800);
-    let decision = test(&dir, &body("gpt-4o", "nightly"), None, None, Some("batch"), host()).unwrap();
+    let decision = test(
+        &dir,
+        &body("gpt-4o", "nightly"),
+        None,
+        None,
+        Some("batch"),
+        host(),
+    )
+    .unwrap();
     assert_eq!(decision["max_tokens"], 2048);
 }
 
 #[test]
 fn feature_based_keeps_the_asked_model_for_unknown_features() {
     let dir = shipped("feature-based");
-    let decision = test(&dir, &body("claude-sonnet", "hi"), None, None, Some("mystery"), host()).unwrap();
+    let decision = test(
+        &dir,
+        &body("claude-sonnet", "hi"),
+        None,
+        None,
+        Some("mystery"),
+        host(),
+    )
+    .unwrap();
     assert_eq!(chain(&decision), ["claude-sonnet", "gpt-4o-mini"]);
     let decision = test(&dir, &body("gpt-4o-mini", "hi"), None, None, None, host()).unwrap();
     assert_eq!(chain(&decision), ["gpt-4o-mini", "gemini-flash"]);
@@ -160,9 +282,20 @@ fn feature_based_keeps_the_asked_model_for_unknown_features() {
 
 #[test]
 fn tier_based_refuses_a_strong_model_on_the_free_tier() {
-    let decision = test(&shipped("tier-based"), &body("claude-sonnet", "hi"), Some("bob"), Some("free"), None, host()).unwrap();
+    let decision = test(
+        &shipped("tier-based"),
+        &body("claude-sonnet", "hi"),
+        Some("bob"),
+        Some("free"),
+        None,
+        host(),
+    )
+    .unwrap();
     assert_eq!(decision["refused"]["status"], 403);
-    assert!(decision["refused"]["message"].as_str().unwrap().contains("claude-sonnet"));
+    assert!(decision["refused"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("claude-sonnet"));
 }
 
 #[test]
@@ -173,12 +306,31 @@ fn tier_based_caps_free_answers_and_backs_up_paid_tiers() {
     let decision = test(&dir, &request, None, Some("free"), None, host()).unwrap();
     assert_eq!(chain(&decision), ["gemini-flash", "gpt-4o-mini"]);
     assert_eq!(decision["max_tokens"], 1024);
-    let decision = test(&dir, &body("gpt-4o-mini", "hi"), None, Some("free"), None, host()).unwrap();
+    let decision = test(
+        &dir,
+        &body("gpt-4o-mini", "hi"),
+        None,
+        Some("free"),
+        None,
+        host(),
+    )
+    .unwrap();
     assert_eq!(chain(&decision), ["gpt-4o-mini"]);
     let decision = test(&dir, &body("gpt-4o", "hi"), None, Some("pro"), None, host()).unwrap();
     assert_eq!(chain(&decision), ["gpt-4o", "claude-haiku", "gpt-4o-mini"]);
-    let decision = test(&dir, &body("claude-sonnet", "hi"), None, Some("enterprise"), None, host()).unwrap();
-    assert_eq!(chain(&decision), ["claude-sonnet", "gpt-4o", "gemini-flash"]);
+    let decision = test(
+        &dir,
+        &body("claude-sonnet", "hi"),
+        None,
+        Some("enterprise"),
+        None,
+        host(),
+    )
+    .unwrap();
+    assert_eq!(
+        chain(&decision),
+        ["claude-sonnet", "gpt-4o", "gemini-flash"]
+    );
     assert_eq!(decision["retries"], 2);
     let decision = test(&dir, &body("claude-sonnet", "hi"), None, None, None, host()).unwrap();
     assert_eq!(chain(&decision), ["gpt-4o-mini"]);
@@ -209,7 +361,10 @@ fn request_json_becomes_the_policy_view() {
         "user": "carol"
     });
     let req = request_from_json(&request, None, Some("pro"), None).unwrap();
-    assert_eq!(req.messages[0], ("system".to_string(), "be brief".to_string()));
+    assert_eq!(
+        req.messages[0],
+        ("system".to_string(), "be brief".to_string())
+    );
     assert_eq!(req.messages[1].1, "a\nb");
     assert_eq!(req.prompt_text, "be brief\na\nb");
     assert!(req.stream);

@@ -35,7 +35,9 @@ pub struct PolicyRequest {
     pub est_input_tokens: u64,
     /// The body's `metadata`.
     pub metadata: BTreeMap<String, String>,
-    /// The request's `x-*` headers, names lower case (never the gateway key).
+    /// The request's `x-*` headers, names lower case. Credentials never reach scripts:
+    /// [`PolicyRequest::to_dynamic`] drops any header whose name mentions a key, token,
+    /// secret, auth or cookie (e.g. `x-api-key`, which carries Anthropic SDKs' gateway key).
     pub headers: BTreeMap<String, String>,
 }
 
@@ -95,9 +97,23 @@ impl PolicyRequest {
             Dynamic::from_int(INT::try_from(self.est_input_tokens).unwrap_or(INT::MAX)),
         );
         map.insert("metadata".into(), string_map(&self.metadata));
-        map.insert("headers".into(), string_map(&self.headers));
+        let headers: Map = self
+            .headers
+            .iter()
+            .filter(|(name, _)| !is_credential_header(name))
+            .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+            .collect();
+        map.insert("headers".into(), Dynamic::from_map(headers));
         Dynamic::from_map(map)
     }
+}
+
+/// Whether a header may carry a credential and must be hidden from scripts.
+fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["key", "token", "secret", "auth", "cookie", "password"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 fn string_map(values: &BTreeMap<String, String>) -> Dynamic {
@@ -119,7 +135,7 @@ pub struct Decision {
     pub first_token_ms: Option<u64>,
     /// `max_tokens` to send instead of the client's.
     pub max_tokens: Option<u32>,
-    /// Retries per target on retryable errors.
+    /// Retries per target on retryable errors (at most 10).
     pub retries: Option<u32>,
     /// The policy version that decided.
     pub policy_version: u64,
@@ -159,9 +175,7 @@ pub(crate) fn decision_from_dynamic(
         return Ok(Some(decision));
     }
     let Some(map) = value.try_cast::<Map>() else {
-        return Err(
-            "route must return a model name, an array of model names or a map".to_string(),
-        );
+        return Err("route must return a model name, an array of model names or a map".to_string());
     };
     let unknown: Vec<&str> = map
         .keys()
@@ -188,16 +202,16 @@ pub(crate) fn decision_from_dynamic(
         (None, None) => return Err("route map needs `chain` or `model`".into()),
     };
     decision.timeout_ms = present("timeout_ms")
-        .map(|v| number(v, "timeout_ms", u64::MAX))
+        .map(|v| number(v, "timeout_ms", 1, u64::MAX))
         .transpose()?;
     decision.first_token_ms = present("first_token_ms")
-        .map(|v| number(v, "first_token_ms", u64::MAX))
+        .map(|v| number(v, "first_token_ms", 1, u64::MAX))
         .transpose()?;
     decision.max_tokens = present("max_tokens")
-        .map(|v| number(v, "max_tokens", u64::from(u32::MAX)).map(|n| n as u32))
+        .map(|v| number(v, "max_tokens", 1, u64::from(u32::MAX)).map(|n| n as u32))
         .transpose()?;
     decision.retries = present("retries")
-        .map(|v| number(v, "retries", 100).map(|n| n as u32))
+        .map(|v| number(v, "retries", 0, MAX_RETRIES).map(|n| n as u32))
         .transpose()?;
     Ok(Some(decision))
 }
@@ -235,15 +249,18 @@ fn model_name(name: &str, what: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-fn number(value: Dynamic, key: &str, max: u64) -> Result<u64, String> {
+/// The most retries per target a policy may ask for.
+const MAX_RETRIES: u64 = 10;
+
+fn number(value: Dynamic, key: &str, min: u64, max: u64) -> Result<u64, String> {
     let type_name = value.type_name();
     let n = value
         .as_int()
         .map_err(|_| format!("route `{key}` must be an integer, not {type_name}"))?;
     u64::try_from(n)
         .ok()
-        .filter(|n| *n <= max)
-        .ok_or_else(|| format!("route `{key}` must be between 0 and {max}, not {n}"))
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("route `{key}` must be between {min} and {max}, not {n}"))
 }
 
 #[cfg(test)]
@@ -293,6 +310,23 @@ mod tests {
     }
 
     #[test]
+    fn credential_headers_never_reach_scripts() {
+        let mut req = PolicyRequest::default();
+        for name in [
+            "x-api-key",
+            "X-Goog-Api-Key",
+            "x-auth-token",
+            "x-switchyard-feature",
+        ] {
+            req.headers.insert(name.to_string(), "v".to_string());
+        }
+        let map = req.to_dynamic().cast::<Map>();
+        let headers = map["headers"].clone().cast::<Map>();
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-switchyard-feature"]);
+    }
+
+    #[test]
     fn absent_max_tokens_is_unit() {
         let map = PolicyRequest::default().to_dynamic().cast::<Map>();
         assert!(map["max_tokens"].is_unit());
@@ -308,17 +342,24 @@ mod tests {
         chat.metadata.insert("feature".into(), "search".into());
         let req = PolicyRequest::from_chat(&chat, 7);
         assert_eq!(req.feature.as_deref(), Some("search"));
-        assert_eq!(req.messages, vec![("user".to_string(), "hello".to_string())]);
+        assert_eq!(
+            req.messages,
+            vec![("user".to_string(), "hello".to_string())]
+        );
         assert_eq!(req.prompt_text, "hello");
         assert_eq!(req.est_input_tokens, 7);
     }
 
     #[test]
     fn string_array_and_map_become_decisions() {
-        let d = decision_from_dynamic(eval(r#""gpt-4o""#), 3).unwrap().unwrap();
+        let d = decision_from_dynamic(eval(r#""gpt-4o""#), 3)
+            .unwrap()
+            .unwrap();
         assert_eq!(d.chain, ["gpt-4o"]);
         assert_eq!(d.policy_version, 3);
-        let d = decision_from_dynamic(eval(r#"["a", "b"]"#), 1).unwrap().unwrap();
+        let d = decision_from_dynamic(eval(r#"["a", "b"]"#), 1)
+            .unwrap()
+            .unwrap();
         assert_eq!(d.chain, ["a", "b"]);
         let d = decision_from_dynamic(
             eval(r#"#{ chain: ["a"], timeout_ms: 100, first_token_ms: 50, max_tokens: 9, retries: 2 }"#),
@@ -354,6 +395,11 @@ mod tests {
         assert!(err.contains("[1]"), "{err}");
         let err = decision_from_dynamic(eval(r#"#{ chain: "a", timeout_ms: -1 }"#), 1).unwrap_err();
         assert!(err.contains("timeout_ms"), "{err}");
+        let err =
+            decision_from_dynamic(eval(r#"#{ chain: "a", first_token_ms: 0 }"#), 1).unwrap_err();
+        assert!(err.contains("between 1"), "{err}");
+        let err = decision_from_dynamic(eval(r#"#{ chain: "a", retries: 11 }"#), 1).unwrap_err();
+        assert!(err.contains("retries"), "{err}");
         let err = decision_from_dynamic(eval(r#"#{ chain: "a", retries: 1.5 }"#), 1).unwrap_err();
         assert!(err.contains("integer"), "{err}");
         let err = decision_from_dynamic(eval(r#"#{ chain: "a", model: "b" }"#), 1).unwrap_err();

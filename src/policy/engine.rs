@@ -88,10 +88,7 @@ fn model_info_map(info: ModelInfo) -> Dynamic {
     let mut map = Map::new();
     let float = |v: Option<f64>| v.map_or(Dynamic::UNIT, |v| Dynamic::from_float(v as FLOAT));
     map.insert("provider".into(), Dynamic::from(info.provider));
-    map.insert(
-        "input_usd_per_mtok".into(),
-        float(info.input_usd_per_mtok),
-    );
+    map.insert("input_usd_per_mtok".into(), float(info.input_usd_per_mtok));
     map.insert(
         "output_usd_per_mtok".into(),
         float(info.output_usd_per_mtok),
@@ -159,7 +156,10 @@ mod tests {
     }
 
     fn run(engine: &PolicyEngine, body: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-        let ast = engine.rhai().compile(format!("fn f() {{ {body} }}")).unwrap();
+        let ast = engine
+            .rhai()
+            .compile(format!("fn f() {{ {body} }}"))
+            .unwrap();
         engine.call(&ast, "f", ())
     }
 
@@ -171,10 +171,28 @@ mod tests {
         let v = run(&e, r#"model_info("fast").input_usd_per_mtok"#).unwrap();
         assert_eq!(v.as_float().unwrap(), 0.15);
         assert!(run(&e, r#"model_info("nope")"#).unwrap().is_unit());
-        assert!(run(&e, r#"provider_healthy("mock")"#).unwrap().as_bool().unwrap());
-        assert!(!run(&e, r#"provider_healthy("x")"#).unwrap().as_bool().unwrap());
-        assert_eq!(run(&e, r#"latency_ms("fast", 50)"#).unwrap().as_float().unwrap(), 120.0);
-        assert_eq!(run(&e, r#"latency_ms("fast", 99.0)"#).unwrap().as_float().unwrap(), 120.0);
+        assert!(run(&e, r#"provider_healthy("mock")"#)
+            .unwrap()
+            .as_bool()
+            .unwrap());
+        assert!(!run(&e, r#"provider_healthy("x")"#)
+            .unwrap()
+            .as_bool()
+            .unwrap());
+        assert_eq!(
+            run(&e, r#"latency_ms("fast", 50)"#)
+                .unwrap()
+                .as_float()
+                .unwrap(),
+            120.0
+        );
+        assert_eq!(
+            run(&e, r#"latency_ms("fast", 99.0)"#)
+                .unwrap()
+                .as_float()
+                .unwrap(),
+            120.0
+        );
         assert!(run(&e, r#"latency_ms("slow", 50)"#).unwrap().is_unit());
         let _ = run(&e, r#"log("hello"); log(42); print("x"); debug("y");"#).unwrap();
     }

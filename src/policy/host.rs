@@ -117,8 +117,11 @@ const WINDOW_AGE: Duration = Duration::from_secs(60);
 /// sample takes the write lock once.
 #[derive(Default)]
 pub struct LatencyWindow {
-    models: RwLock<HashMap<String, Mutex<VecDeque<(Instant, f64)>>>>,
+    models: RwLock<HashMap<String, Samples>>,
 }
+
+/// One model's samples: when each was observed and its latency in milliseconds.
+type Samples = Mutex<VecDeque<(Instant, f64)>>;
 
 impl LatencyWindow {
     /// An empty window.
@@ -164,7 +167,11 @@ impl LatencyWindow {
         if values.is_empty() {
             return None;
         }
-        let pct = if pct.is_nan() { 50.0 } else { pct.clamp(0.0, 100.0) };
+        let pct = if pct.is_nan() {
+            50.0
+        } else {
+            pct.clamp(0.0, 100.0)
+        };
         let rank = ((pct / 100.0) * values.len() as f64).ceil() as usize;
         let index = rank.saturating_sub(1).min(values.len() - 1);
         let (_, value, _) = values.select_nth_unstable_by(index, f64::total_cmp);
@@ -172,7 +179,7 @@ impl LatencyWindow {
     }
 }
 
-fn push_sample(samples: &Mutex<VecDeque<(Instant, f64)>>, ms: f64, now: Instant) {
+fn push_sample(samples: &Samples, ms: f64, now: Instant) {
     let mut samples = samples.lock().unwrap_or_else(|e| e.into_inner());
     forget_old(&mut samples, now);
     if samples.len() >= WINDOW_SAMPLES {

@@ -46,20 +46,24 @@ pub fn watch(store: Arc<PolicyStore>, debounce: Duration) -> Result<WatchHandle,
     let Some(dir) = store.dir().map(std::path::Path::to_path_buf) else {
         return Err(PolicyError::Io {
             path: "[policy] dir".into(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no policy directory to watch"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no policy directory to watch",
+            ),
         });
     };
     let (tx, rx) = mpsc::channel::<Signal>();
     let events = tx.clone();
-    let mut watcher = notify::recommended_watcher(move |result: notify::Result<Event>| match result {
-        Ok(event) => {
-            if is_relevant(&event) {
-                let _ = events.send(Signal::Changed);
+    let mut watcher =
+        notify::recommended_watcher(move |result: notify::Result<Event>| match result {
+            Ok(event) => {
+                if is_relevant(&event) {
+                    let _ = events.send(Signal::Changed);
+                }
             }
-        }
-        Err(err) => tracing::warn!(error = %err, "policy watcher error"),
-    })
-    .map_err(|e| watch_error(&dir, e))?;
+            Err(err) => tracing::warn!(error = %err, "policy watcher error"),
+        })
+        .map_err(|e| watch_error(&dir, e))?;
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|e| watch_error(&dir, e))?;

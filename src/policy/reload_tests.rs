@@ -129,8 +129,14 @@ fn event(kind: EventKind, path: &str) -> Event {
 fn only_policy_file_changes_are_relevant() {
     let modify = EventKind::Modify(ModifyKind::Name(RenameMode::To));
     assert!(is_relevant(&event(modify, "/p/routing.rhai")));
-    assert!(is_relevant(&event(EventKind::Create(CreateKind::File), "/p/new.rhai")));
-    assert!(is_relevant(&event(EventKind::Remove(notify::event::RemoveKind::File), "/p/a.rhai")));
+    assert!(is_relevant(&event(
+        EventKind::Create(CreateKind::File),
+        "/p/new.rhai"
+    )));
+    assert!(is_relevant(&event(
+        EventKind::Remove(notify::event::RemoveKind::File),
+        "/p/a.rhai"
+    )));
     assert!(is_relevant(&event(modify, "/p/..data")));
     assert!(!is_relevant(&event(modify, "/p/notes.txt")));
     assert!(!is_relevant(&event(modify, "/p/.routing.rhai.tmp")));

@@ -182,15 +182,16 @@ impl PolicySet {
         let mut defined: HashMap<(String, usize), String> = HashMap::new();
         let mut files = Vec::with_capacity(sources.len());
         for source in sources {
-            let mut ast = engine
-                .rhai()
-                .compile(&source.text)
-                .map_err(|err| PolicyError::Compile {
-                    file: source.name.clone(),
-                    line: err.1.line().unwrap_or(0),
-                    column: err.1.position().unwrap_or(0),
-                    message: err.0.to_string(),
-                })?;
+            let mut ast =
+                engine
+                    .rhai()
+                    .compile(&source.text)
+                    .map_err(|err| PolicyError::Compile {
+                        file: source.name.clone(),
+                        line: err.1.line().unwrap_or(0),
+                        column: err.1.position().unwrap_or(0),
+                        message: err.0.to_string(),
+                    })?;
             if let Some((name, ..)) = ast.iter_literal_variables(true, true).next() {
                 return Err(PolicyError::SelfCheck {
                     file: source.name.clone(),
@@ -319,7 +320,8 @@ impl PolicySet {
 
     pub(crate) fn route_hook(&self, req: &PolicyRequest) -> Result<Option<Decision>, HookFailure> {
         let value = self.call_hook("route", (req.to_dynamic(),))?;
-        decision_from_dynamic(value, self.version).map_err(|message| self.shape_failure("route", message))
+        decision_from_dynamic(value, self.version)
+            .map_err(|message| self.shape_failure("route", message))
     }
 
     /// Run `redact(text)`: `Ok(None)` without a hook or when it returned `()`, else the

@@ -50,7 +50,10 @@ fn route_returning_a_string_is_a_one_model_chain() {
 #[test]
 fn route_returning_an_array_is_the_chain() {
     let s = set(&[("r.rhai", r#"fn route(req) { ["claude-haiku", req.model] }"#)]).unwrap();
-    assert_eq!(s.route(&req()).unwrap().unwrap().chain, ["claude-haiku", "gpt-4o"]);
+    assert_eq!(
+        s.route(&req()).unwrap().unwrap().chain,
+        ["claude-haiku", "gpt-4o"]
+    );
 }
 
 #[test]
@@ -93,7 +96,11 @@ fn missing_route_hook_costs_nothing_and_decides_nothing() {
 
 #[test]
 fn route_returning_unit_keeps_the_requested_model() {
-    let s = set(&[("r.rhai", r#"fn route(req) { if req.tier == "pro" { return "a"; } }"#)]).unwrap();
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) { if req.tier == "pro" { return "a"; } }"#,
+    )])
+    .unwrap();
     assert_eq!(s.route(&req()).unwrap(), None);
 }
 
@@ -115,8 +122,15 @@ fn throw_map_becomes_a_refusal_with_its_status() {
 
 #[test]
 fn throw_with_a_status_outside_4xx_5xx_or_a_string_is_a_403() {
-    let s = set(&[("r.rhai", r#"fn route(req) { throw #{ status: 200, message: "no" }; }"#)]).unwrap();
-    assert!(matches!(s.route(&req()), Err(PolicyError::Refused { status: 403, .. })));
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) { throw #{ status: 200, message: "no" }; }"#,
+    )])
+    .unwrap();
+    assert!(matches!(
+        s.route(&req()),
+        Err(PolicyError::Refused { status: 403, .. })
+    ));
     let s = set(&[("r.rhai", r#"fn route(req) { throw "not for you"; }"#)]).unwrap();
     match s.route(&req()).unwrap_err() {
         PolicyError::Refused { status, message } => {
@@ -128,7 +142,11 @@ fn throw_with_a_status_outside_4xx_5xx_or_a_string_is_a_403() {
 
 #[test]
 fn endless_loop_is_stopped_by_the_operation_limit() {
-    let s = set(&[("r.rhai", "fn route(req) {\n  let i = 0;\n  loop { i += 1; }\n}")]).unwrap();
+    let s = set(&[(
+        "r.rhai",
+        "fn route(req) {\n  let i = 0;\n  loop { i += 1; }\n}",
+    )])
+    .unwrap();
     let started = Instant::now();
     let err = s.route(&req()).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -143,7 +161,11 @@ fn endless_loop_is_stopped_by_the_operation_limit() {
 
 #[test]
 fn deep_recursion_is_stopped_by_the_call_depth_limit() {
-    let s = set(&[("r.rhai", "fn down(n) { down(n + 1) }\nfn route(req) { down(0) }")]).unwrap();
+    let s = set(&[(
+        "r.rhai",
+        "fn down(n) { down(n + 1) }\nfn route(req) { down(0) }",
+    )])
+    .unwrap();
     assert!(matches!(s.route(&req()), Err(PolicyError::Script { .. })));
 }
 
@@ -156,7 +178,9 @@ fn syntax_error_names_file_line_and_column() {
     .err()
     .unwrap();
     match &err {
-        PolicyError::Compile { file, line, column, .. } => {
+        PolicyError::Compile {
+            file, line, column, ..
+        } => {
             assert_eq!(file, "b.rhai");
             assert_eq!(*line, 2);
             assert!(*column > 0);
@@ -168,13 +192,17 @@ fn syntax_error_names_file_line_and_column() {
 
 #[test]
 fn undefined_variable_is_a_compile_error() {
-    let err = set(&[("r.rhai", "fn route(req) {\n  cheap_model\n}")]).err().unwrap();
+    let err = set(&[("r.rhai", "fn route(req) {\n  cheap_model\n}")])
+        .err()
+        .unwrap();
     assert!(matches!(err, PolicyError::Compile { line: 2, .. }), "{err}");
 }
 
 #[test]
 fn top_level_constants_are_rejected_with_a_hint() {
-    let err = set(&[("r.rhai", "const CHEAP = \"a\";\nfn route(req) { \"a\" }")]).err().unwrap();
+    let err = set(&[("r.rhai", "const CHEAP = \"a\";\nfn route(req) { \"a\" }")])
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("CHEAP"), "{err}");
     assert!(err.to_string().contains("inside a function"), "{err}");
 }
@@ -191,10 +219,16 @@ fn functions_of_different_files_call_each_other() {
 
 #[test]
 fn a_function_defined_in_two_files_is_an_error() {
-    let err = set(&[("a.rhai", "fn route(req) { 1 }"), ("b.rhai", "fn route(req) { 2 }")])
-        .err()
-        .unwrap();
-    assert!(matches!(&err, PolicyError::SelfCheck { file, .. } if file == "b.rhai"), "{err}");
+    let err = set(&[
+        ("a.rhai", "fn route(req) { 1 }"),
+        ("b.rhai", "fn route(req) { 2 }"),
+    ])
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&err, PolicyError::SelfCheck { file, .. } if file == "b.rhai"),
+        "{err}"
+    );
     assert!(err.to_string().contains("a.rhai"), "{err}");
 }
 
@@ -207,7 +241,10 @@ fn a_hook_with_the_wrong_parameter_count_is_an_error() {
 #[test]
 fn runtime_error_in_a_helper_names_the_helper_file_and_line() {
     let s = set(&[
-        ("helpers.rhai", "fn price(m) {\n  model_info(m).input_usd_per_mtok * \"x\"\n}"),
+        (
+            "helpers.rhai",
+            "fn price(m) {\n  model_info(m).input_usd_per_mtok * \"x\"\n}",
+        ),
         ("routing.rhai", "fn route(req) { price(req.model); \"a\" }"),
     ])
     .unwrap();
@@ -222,7 +259,11 @@ fn runtime_error_in_a_helper_names_the_helper_file_and_line() {
 
 #[test]
 fn bad_route_shape_is_a_script_error_naming_the_keys() {
-    let s = set(&[("r.rhai", r#"fn route(req) { #{ chain: "a", deadline: 5 } }"#)]).unwrap();
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) { #{ chain: "a", deadline: 5 } }"#,
+    )])
+    .unwrap();
     match s.route(&req()).unwrap_err() {
         PolicyError::Script { message } => assert!(message.contains("deadline"), "{message}"),
         other => panic!("{other:?}"),
@@ -248,9 +289,16 @@ fn helpers_are_callable_from_hooks() {
 
 #[test]
 fn redact_hook_masks_text() {
-    let s = set(&[("r.rhai", r#"fn redact(text) { text.replace("secret", "[REDACTED]"); text }"#)]).unwrap();
+    let s = set(&[(
+        "r.rhai",
+        r#"fn redact(text) { text.replace("secret", "[REDACTED]"); text }"#,
+    )])
+    .unwrap();
     assert!(s.has_redact());
-    assert_eq!(s.redact("a secret b").unwrap().as_deref(), Some("a [REDACTED] b"));
+    assert_eq!(
+        s.redact("a secret b").unwrap().as_deref(),
+        Some("a [REDACTED] b")
+    );
     let none = set(&[("r.rhai", "fn route(req) { () }")]).unwrap();
     assert_eq!(none.redact("x").unwrap(), None);
 }
@@ -287,7 +335,11 @@ fn compile_dir_reads_only_rhai_files_with_their_hashes() {
 
 #[test]
 fn self_check_rejects_unknown_models() {
-    let s = set(&[("r.rhai", r#"fn route(req) { if req.tier == "pro" { "claude-opus" } else { "a" } }"#)]).unwrap();
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) { if req.tier == "pro" { "claude-opus" } else { "a" } }"#,
+    )])
+    .unwrap();
     let known: std::collections::HashSet<String> = ["a".to_string()].into();
     let err = s.self_check(Some(&known)).unwrap_err();
     assert!(err.to_string().contains("claude-opus"), "{err}");
@@ -297,17 +349,32 @@ fn self_check_rejects_unknown_models() {
 
 #[test]
 fn self_check_allows_refusals_but_not_runtime_errors() {
-    let refusing = set(&[("r.rhai", r#"fn route(req) { if req.tier == "free" { throw #{ status: 403 }; } "a" }"#)]).unwrap();
+    let refusing = set(&[(
+        "r.rhai",
+        r#"fn route(req) { if req.tier == "free" { throw #{ status: 403 }; } "a" }"#,
+    )])
+    .unwrap();
     assert!(refusing.self_check(None).unwrap() > 0);
-    let failing = set(&[("r.rhai", "fn route(req) {\n  if req.est_input_tokens > 20000 { return 1 / 0; }\n  \"a\"\n}")]).unwrap();
+    let failing = set(&[(
+        "r.rhai",
+        "fn route(req) {\n  if req.est_input_tokens > 20000 { return 1 / 0; }\n  \"a\"\n}",
+    )])
+    .unwrap();
     let err = failing.self_check(None).unwrap_err();
-    assert!(matches!(err, PolicyError::SelfCheck { line: 2, .. }), "{err}");
+    assert!(
+        matches!(err, PolicyError::SelfCheck { line: 2, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("input=long"), "{err}");
 }
 
 #[test]
 fn self_check_fails_a_script_that_spins_on_long_inputs() {
-    let s = set(&[("r.rhai", r#"fn route(req) { let n = 0; for c in req.prompt_text.chars() { n += 1; } "a" }"#)]).unwrap();
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) { let n = 0; for c in req.prompt_text.chars() { n += 1; } "a" }"#,
+    )])
+    .unwrap();
     let err = s.self_check(None).unwrap_err();
     assert!(err.to_string().contains("operation limit"), "{err}");
 }
@@ -318,4 +385,20 @@ fn self_check_calls_limits_and_redact() {
     assert!(s.self_check(None).is_err());
     let s = set(&[("r.rhai", "fn redact(text) { [] }")]).unwrap();
     assert!(s.self_check(None).is_err());
+}
+
+#[test]
+fn inputs_larger_than_the_string_limit_are_still_readable() {
+    let mut r = req();
+    r.prompt_text = "x".repeat(3 * 1024 * 1024);
+    r.messages = vec![("user".into(), r.prompt_text.clone())];
+    let s = set(&[(
+        "r.rhai",
+        r#"fn route(req) {
+            let last = req.messages[-1].content;
+            if req.prompt_text.len() > 5 && !last.contains("y") { "a" } else { "b" }
+        }"#,
+    )])
+    .unwrap();
+    assert_eq!(s.route(&r).unwrap().unwrap().chain, ["a"]);
 }

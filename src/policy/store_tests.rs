@@ -43,10 +43,14 @@ fn no_directory_means_an_empty_set_at_version_zero() {
 fn a_broken_policy_at_start_up_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "routing.rhai", "fn route(req) {");
-    let err = PolicyStore::load(Some(dir.path()), PolicyOptions::default(), host()).err().unwrap();
+    let err = PolicyStore::load(Some(dir.path()), PolicyOptions::default(), host())
+        .err()
+        .unwrap();
     assert!(matches!(err, PolicyError::Compile { .. }), "{err}");
     let missing = dir.path().join("missing");
-    let err = PolicyStore::load(Some(&missing), PolicyOptions::default(), host()).err().unwrap();
+    let err = PolicyStore::load(Some(&missing), PolicyOptions::default(), host())
+        .err()
+        .unwrap();
     assert!(matches!(err, PolicyError::Io { .. }), "{err}");
 }
 
@@ -59,12 +63,31 @@ fn reload_after_editing_a_file_changes_the_decision_and_bumps_the_version() {
     assert_eq!(chain(&store), ["a"]);
     let before = store.snapshot();
 
-    write(dir.path(), "routing.rhai", r#"fn route(req) { ["b", "a"] }"#);
+    write(
+        dir.path(),
+        "routing.rhai",
+        r#"fn route(req) { ["b", "a"] }"#,
+    );
     assert_eq!(store.reload().unwrap(), 2);
     assert_eq!(chain(&store), ["b", "a"]);
-    assert_eq!(store.snapshot().route(&PolicyRequest::default()).unwrap().unwrap().policy_version, 2);
+    assert_eq!(
+        store
+            .snapshot()
+            .route(&PolicyRequest::default())
+            .unwrap()
+            .unwrap()
+            .policy_version,
+        2
+    );
     // A request holding the old snapshot keeps the old policy to its end.
-    assert_eq!(before.route(&PolicyRequest::default()).unwrap().unwrap().chain, ["a"]);
+    assert_eq!(
+        before
+            .route(&PolicyRequest::default())
+            .unwrap()
+            .unwrap()
+            .chain,
+        ["a"]
+    );
 }
 
 #[test]
@@ -82,7 +105,11 @@ fn failed_reload_keeps_the_old_set_and_reports_file_line_column() {
     write(dir.path(), "routing.rhai", r#"fn route(req) { "a" }"#);
     let store = PolicyStore::load(Some(dir.path()), options(&["a"]), host()).unwrap();
 
-    write(dir.path(), "routing.rhai", "fn route(req) {\n  \"a\" +\n}\n");
+    write(
+        dir.path(),
+        "routing.rhai",
+        "fn route(req) {\n  \"a\" +\n}\n",
+    );
     let err = store.reload().unwrap_err();
     assert!(matches!(err, PolicyError::Compile { line: 3, .. }), "{err}");
     assert_eq!(chain(&store), ["a"]);
@@ -94,7 +121,11 @@ fn failed_reload_keeps_the_old_set_and_reports_file_line_column() {
     assert!(status["last_error"]["column"].as_u64().unwrap() > 0);
     assert!(status["last_error"]["at"].as_str().unwrap().ends_with('Z'));
 
-    write(dir.path(), "routing.rhai", r#"fn route(req) { "a" }  // fixed"#);
+    write(
+        dir.path(),
+        "routing.rhai",
+        r#"fn route(req) { "a" }  // fixed"#,
+    );
     assert_eq!(store.reload().unwrap(), 2);
     assert_eq!(store.status_json()["last_error"], serde_json::Value::Null);
 }
@@ -104,14 +135,21 @@ fn reload_naming_an_unknown_model_fails_self_check_and_keeps_the_old_set() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "routing.rhai", r#"fn route(req) { "a" }"#);
     let store = PolicyStore::load(Some(dir.path()), options(&["a"]), host()).unwrap();
-    write(dir.path(), "routing.rhai", r#"fn route(req) { ["a", "claude-opus"] }"#);
+    write(
+        dir.path(),
+        "routing.rhai",
+        r#"fn route(req) { ["a", "claude-opus"] }"#,
+    );
     let err = store.reload().unwrap_err();
     assert!(matches!(err, PolicyError::SelfCheck { .. }), "{err}");
     assert!(err.to_string().contains("claude-opus"), "{err}");
     assert_eq!(chain(&store), ["a"]);
     assert_eq!(store.snapshot().version(), 1);
     let status = store.status_json();
-    assert!(status["last_error"]["message"].as_str().unwrap().contains("claude-opus"));
+    assert!(status["last_error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("claude-opus"));
 }
 
 #[test]

@@ -291,6 +291,10 @@ pub struct LogsConfig {
     pub commit_interval_ms: u64,
     #[serde(default)]
     pub redact: RedactConfig,
+    /// A journal segment file is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// How often the retention pass runs (deletes expired records and old journal segments).
+    pub retention_interval_s: u64,
 }
 
 impl Default for LogsConfig {
@@ -304,7 +308,44 @@ impl Default for LogsConfig {
             commit_every_records: 10_000,
             commit_interval_ms: 1_000,
             redact: RedactConfig::default(),
+            segment_bytes: 64 * 1024 * 1024,
+            retention_interval_s: 3_600,
         }
+    }
+}
+
+impl LogsConfig {
+    /// The longest allowed `fsync_interval_ms`: a record is durable within this long.
+    pub const MAX_FSYNC_INTERVAL_MS: u64 = 200;
+
+    /// Problems with the `[logs]` section, each as `field: reason` (empty when valid).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.channel_capacity == 0 {
+            problems.push("logs.channel_capacity: must be greater than 0".to_string());
+        }
+        if self.fsync_interval_ms == 0 || self.fsync_interval_ms > Self::MAX_FSYNC_INTERVAL_MS {
+            problems.push(format!(
+                "logs.fsync_interval_ms: must be between 1 and {}",
+                Self::MAX_FSYNC_INTERVAL_MS
+            ));
+        }
+        if self.commit_every_records == 0 {
+            problems.push("logs.commit_every_records: must be greater than 0".to_string());
+        }
+        if self.commit_interval_ms == 0 {
+            problems.push("logs.commit_interval_ms: must be greater than 0".to_string());
+        }
+        if self.segment_bytes < 4096 {
+            problems.push("logs.segment_bytes: must be at least 4096".to_string());
+        }
+        if self.retention_days == 0 {
+            problems.push("logs.retention_days: must be greater than 0".to_string());
+        }
+        if self.retention_interval_s == 0 {
+            problems.push("logs.retention_interval_s: must be greater than 0".to_string());
+        }
+        problems
     }
 }
 
@@ -534,6 +575,13 @@ impl Config {
         }
         if self.logs.channel_capacity == 0 {
             problem("logs.channel_capacity".into(), "must be greater than 0".into());
+        }
+        for message in self.logs.problems() {
+            if let Some((field, reason)) = message.split_once(": ") {
+                if field != "logs.channel_capacity" {
+                    problem(field.into(), reason.into());
+                }
+            }
         }
 
         if problems.is_empty() {

@@ -1,3 +1,410 @@
 //! The request log: redaction, journal, Tantivy indexer, search.
+//!
+//! ```text
+//! pipeline ──LogSender::submit──▶ bounded channel ──▶ writer thread: redact → journal append
+//!                                                     (fsync every ≤ fsync_interval_ms)
+//!                                                        │ durable position
+//!                                                        ▼
+//!                      indexer thread: journal → Tantivy, commit with journal position
+//!                                                        │ reload
+//!                                                        ▼
+//!                               LogStore::search / get / status_json (admin API)
+//! ```
+//!
+//! Nothing on this path can slow or fail a response: `submit` only waits when the channel is
+//! full (counted as `backpressure_waits`), and a burst faster than indexing only makes search
+//! lag behind the journal for a while. The journal is the write-ahead log: the indexer keeps
+//! its journal position in each commit's payload and resumes from it after a restart or
+//! crash, so no record is lost or indexed twice.
 
+pub mod indexer;
+pub mod journal;
 pub mod record;
+pub mod redact;
+pub mod search;
+mod writer;
+
+pub use indexer::RetentionReport;
+pub use journal::Position;
+pub use record::{Attempt, LogRecord};
+pub use redact::{RedactHook, Redactor};
+pub use search::{SearchHit, SearchParams, SearchResults, SearchSort, Snippets};
+
+use crate::config::LogsConfig;
+use crate::error::{ErrorCode, ErrorSource, GatewayError};
+use indexer::{CommitPayload, Indexer, IndexerCommand, LogSchema};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tantivy::{Index, IndexReader, ReloadPolicy};
+use tokio::sync::{mpsc, oneshot};
+use writer::{Writer, WriterMsg};
+
+/// Why a log store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A search parameter is invalid; the message names it (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The `q` query does not parse; the parser's message (400).
+    #[error("invalid query: {0}")]
+    BadQuery(String),
+    /// No such record (404).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The store was shut down.
+    #[error("the log store is shut down")]
+    Closed,
+    /// Unusable `[logs]` settings.
+    #[error("logs config: {0}")]
+    Config(String),
+    /// Journal or index file I/O.
+    #[error("log i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Tantivy failed.
+    #[error("log index: {0}")]
+    Index(String),
+    /// A record could not be (de)serialized.
+    #[error("log record json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl LogError {
+    /// The HTTP status for this error: 400 for bad parameters or queries, 404, else 500.
+    pub fn status(&self) -> u16 {
+        match self {
+            LogError::BadRequest(_) | LogError::BadQuery(_) => 400,
+            LogError::NotFound(_) => 404,
+            _ => 500,
+        }
+    }
+}
+
+impl From<tantivy::TantivyError> for LogError {
+    fn from(err: tantivy::TantivyError) -> Self {
+        LogError::Index(err.to_string())
+    }
+}
+
+impl From<LogError> for GatewayError {
+    fn from(err: LogError) -> Self {
+        match &err {
+            LogError::BadRequest(_) | LogError::BadQuery(_) => {
+                GatewayError::new(ErrorSource::Client, ErrorCode::InvalidRequest, err.to_string())
+            }
+            LogError::NotFound(_) => GatewayError::new(ErrorSource::Client, ErrorCode::NotFound, err.to_string()),
+            _ => GatewayError::internal(err.to_string()),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// State the writer, the indexer and the API share.
+pub(crate) struct Shared {
+    accepting: AtomicBool,
+    /// The journal's fsynced end and the last durable record's seq.
+    durable: Mutex<(Position, u64)>,
+    /// What the last index commit covered.
+    pub(crate) indexed: Mutex<CommitPayload>,
+    backpressure_waits: AtomicU64,
+    dropped_records: AtomicU64,
+    pub(crate) write_errors: AtomicU64,
+    last_commit_ms: AtomicI64,
+    pub(crate) retention_runs: AtomicU64,
+    /// (first seq, append time ms) of each fsync batch not yet wholly indexed.
+    batches: Mutex<VecDeque<(u64, i64)>>,
+}
+
+impl Shared {
+    pub(crate) fn durable_position(&self) -> Position {
+        lock(&self.durable).0
+    }
+
+    pub(crate) fn durable_seq(&self) -> u64 {
+        lock(&self.durable).1
+    }
+
+    pub(crate) fn set_durable(&self, position: Position, seq: u64) {
+        *lock(&self.durable) = (position, seq);
+    }
+
+    pub(crate) fn lock_batches(&self) -> MutexGuard<'_, VecDeque<(u64, i64)>> {
+        lock(&self.batches)
+    }
+
+    pub(crate) fn set_indexed(&self, payload: CommitPayload) {
+        *lock(&self.indexed) = payload;
+        self.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+        let mut batches = self.lock_batches();
+        while batches.get(1).is_some_and(|&(first, _)| first <= payload.seq + 1) {
+            let _ = batches.pop_front();
+        }
+    }
+}
+
+/// The request log: give records to [`LogStore::sender`], search with [`LogStore::search`].
+pub struct LogStore {
+    tx: mpsc::Sender<WriterMsg>,
+    shared: Arc<Shared>,
+    indexer_tx: std::sync::mpsc::Sender<IndexerCommand>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) index: Index,
+    pub(crate) reader: IndexReader,
+    pub(crate) schema: LogSchema,
+    journal_dir: PathBuf,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").field("journal_dir", &self.journal_dir).finish()
+    }
+}
+
+/// A cheap handle the pipeline keeps to submit records.
+#[derive(Clone)]
+pub struct LogSender {
+    tx: mpsc::Sender<WriterMsg>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LogSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSender").finish_non_exhaustive()
+    }
+}
+
+impl LogSender {
+    /// Queue a record for the log. Never drops it while the store runs: when the channel is
+    /// full this waits for room (and counts a backpressure wait). After shutdown the record is
+    /// dropped and counted.
+    pub async fn submit(&self, record: LogRecord) {
+        if !self.shared.accepting.load(Ordering::Acquire) {
+            self.drop_record(&record.id);
+            return;
+        }
+        match self.tx.try_send(WriterMsg::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                self.shared.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+                if let Err(mpsc::error::SendError(WriterMsg::Record(record))) = self.tx.send(message).await {
+                    self.drop_record(&record.id);
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(WriterMsg::Record(record))) => self.drop_record(&record.id),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn drop_record(&self, id: &str) {
+        self.shared.dropped_records.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(id, "log store is shut down; record dropped");
+    }
+}
+
+impl LogStore {
+    /// Open (or create) the log under `cfg.dir`, recover the journal, and start the writer
+    /// and indexer threads. `extra_redact` is the policy's `redact(text)` hook.
+    pub fn open(cfg: &LogsConfig, extra_redact: Option<RedactHook>) -> Result<Arc<LogStore>, LogError> {
+        let problems = cfg.problems();
+        if !problems.is_empty() {
+            return Err(LogError::Config(problems.join("; ")));
+        }
+        let redactor = Arc::new(Redactor::new(&cfg.redact)?.with_hook(extra_redact));
+        let journal_dir = cfg.dir.join("journal");
+        let (index, schema) = indexer::open_index(&cfg.dir.join("index"))?;
+        let mut start = indexer::load_payload(&index)?;
+        let mut journal = journal::JournalWriter::open(&journal_dir, cfg.segment_bytes)?;
+        journal.ensure_next_seq_at_least(start.seq + 1);
+        if start.position > journal.end() {
+            tracing::warn!(
+                indexed = ?start.position,
+                journal_end = ?journal.end(),
+                "index is ahead of the journal (journal lost?); indexing resumes at the journal end"
+            );
+            start.position = journal.end();
+        }
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let index_writer = indexer::index_writer(&index)?;
+
+        let last_seq = journal.next_seq().saturating_sub(1);
+        let shared = Arc::new(Shared {
+            accepting: AtomicBool::new(true),
+            durable: Mutex::new((journal.end(), last_seq)),
+            indexed: Mutex::new(start),
+            backpressure_waits: AtomicU64::new(0),
+            dropped_records: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            last_commit_ms: AtomicI64::new(0),
+            retention_runs: AtomicU64::new(0),
+            batches: Mutex::new(if last_seq > start.seq {
+                VecDeque::from([(start.seq + 1, now_ms())])
+            } else {
+                VecDeque::new()
+            }),
+        });
+
+        let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+        let (indexer_tx, indexer_rx) = std::sync::mpsc::channel();
+        let indexer = Indexer::new(
+            schema.clone(),
+            index_writer,
+            reader.clone(),
+            journal_dir.clone(),
+            start,
+            shared.clone(),
+            indexer_rx,
+            cfg,
+        );
+        let writer = Writer {
+            journal,
+            redactor,
+            shared: shared.clone(),
+            indexer: indexer_tx.clone(),
+            fsync_interval: Duration::from_millis(cfg.fsync_interval_ms),
+            rx,
+        };
+        let indexer_thread = std::thread::Builder::new()
+            .name("log-indexer".into())
+            .spawn(move || indexer.run())?;
+        let writer_thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer.run())?;
+        tracing::info!(
+            dir = %cfg.dir.display(),
+            journal_records = last_seq,
+            indexed_records = start.seq,
+            "log store open"
+        );
+        Ok(Arc::new(LogStore {
+            tx,
+            shared,
+            indexer_tx,
+            threads: Mutex::new(vec![writer_thread, indexer_thread]),
+            index,
+            reader,
+            schema,
+            journal_dir,
+        }))
+    }
+
+    /// A handle for submitting records.
+    pub fn sender(&self) -> LogSender {
+        LogSender {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Make everything submitted before this call durable, indexed, committed and visible to
+    /// searches (forces a commit; for tests, replay and operators, not the request path).
+    pub async fn sync(&self) -> Result<(), LogError> {
+        let (reply, done) = oneshot::channel();
+        self.tx.send(WriterMsg::Flush(reply)).await.map_err(|_| LogError::Closed)?;
+        done.await.map_err(|_| LogError::Closed)??;
+        let (reply, done) = oneshot::channel();
+        self.indexer_tx
+            .send(IndexerCommand::Sync(reply))
+            .map_err(|_| LogError::Closed)?;
+        done.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Run the retention pass now (it also runs at start and every `retention_interval_s`).
+    pub async fn run_retention(&self) -> Result<RetentionReport, LogError> {
+        self.run_retention_at(now_ms()).await
+    }
+
+    /// Run the retention pass as if the clock read `now_ms`.
+    pub async fn run_retention_at(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let (reply, done) = oneshot::channel();
+        self.indexer_tx
+            .send(IndexerCommand::Retention(now_ms, reply))
+            .map_err(|_| LogError::Closed)?;
+        done.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Counters for `/admin/logs/status`: journal and index progress, lag, backpressure.
+    pub fn status_json(&self) -> serde_json::Value {
+        let (_, journal_records) = *lock(&self.shared.durable);
+        let indexed_records = lock(&self.shared.indexed).seq;
+        let lag_records = journal_records.saturating_sub(indexed_records);
+        let lag_ms = if lag_records == 0 {
+            0
+        } else {
+            // The batch holding the oldest unindexed record.
+            let batches = self.shared.lock_batches();
+            let oldest = batches
+                .iter()
+                .take_while(|&&(first, _)| first <= indexed_records + 1)
+                .last()
+                .or(batches.front());
+            oldest.map(|&(_, at)| now_ms().saturating_sub(at).max(0)).unwrap_or(0)
+        };
+        let last_commit = self.shared.last_commit_ms.load(Ordering::Relaxed);
+        let last_commit_at = (last_commit > 0)
+            .then(|| chrono::DateTime::from_timestamp_millis(last_commit))
+            .flatten()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        serde_json::json!({
+            "journal_records": journal_records,
+            "indexed_records": indexed_records,
+            "lag_records": lag_records,
+            "lag_ms": lag_ms,
+            "backpressure_waits": self.shared.backpressure_waits.load(Ordering::Relaxed),
+            "dropped_records": self.shared.dropped_records.load(Ordering::Relaxed),
+            "write_errors": self.shared.write_errors.load(Ordering::Relaxed),
+            "last_commit_at": last_commit_at,
+            "index_docs": self.reader.searcher().num_docs(),
+            "journal_bytes": journal::journal_bytes(&self.journal_dir),
+            "accepting": self.shared.accepting.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Stop accepting records, write and fsync everything queued, let the indexer catch up
+    /// and commit, and join the threads. Call on SIGTERM; later calls return at once.
+    pub async fn shutdown(&self) {
+        if !self.shared.accepting.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(WriterMsg::Shutdown(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+        let (reply, done) = oneshot::channel();
+        if self.indexer_tx.send(IndexerCommand::Shutdown(reply)).is_ok() {
+            let _ = done.await;
+        }
+        let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+        tracing::info!("log store shut down");
+    }
+
+    /// Stop both threads at once, without fsync or commit, as a SIGKILL would.
+    #[cfg(test)]
+    pub(crate) fn simulate_crash(&self) {
+        self.shared.accepting.store(false, Ordering::Release);
+        let _ = self.tx.try_send(WriterMsg::Kill);
+        let _ = self.indexer_tx.send(IndexerCommand::Kill);
+        for thread in lock(&self.threads).drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

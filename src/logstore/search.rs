@@ -1,0 +1,553 @@
+//! Search over logged requests: query parameters, Tantivy queries, cursors, snippets.
+//!
+//! `q` is Tantivy query syntax over `input`, `output` and `error` (terms AND-ed by default);
+//! the other indexed fields are addressable as `field:value` (`model:gpt-4o-mini status:500
+//! latency_ms:>1000 time:[2024-05-01T00:00:00Z TO *]`; RFC 3339 times inside a `time:` clause
+//! are turned into epoch milliseconds). The filter parameters are AND-ed with it.
+//!
+//! Newest-first pages use a cursor holding the last hit's sort key (time, journal seq): the
+//! next page is the documents strictly older than it, so pages never overlap or skip, even
+//! while new records arrive. Score-sorted pages use an offset cursor.
+
+use super::indexer::{input_text, output_text};
+use super::record::LogRecord;
+use super::{LogError, LogStore};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use regex::{Captures, Regex};
+use serde::Serialize;
+use std::ops::Bound;
+use std::sync::LazyLock;
+use tantivy::collector::{Count, CustomScorer, CustomSegmentScorer, TopDocs};
+use tantivy::columnar::Column;
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{DocAddress, DocId, Searcher, SegmentReader, SnippetGenerator, TantivyDocument, Term};
+
+/// Hits per page when `limit` is not given.
+pub const DEFAULT_LIMIT: usize = 20;
+/// The largest page; larger `limit`s are capped.
+pub const MAX_LIMIT: usize = 200;
+const SNIPPET_CHARS: usize = 200;
+
+/// The order of hits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchSort {
+    /// Newest first (by request start time).
+    #[default]
+    Newest,
+    /// Best match first.
+    Score,
+}
+
+/// What `GET /admin/logs` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Tantivy query syntax; `None` matches everything.
+    pub q: Option<String>,
+    /// Earliest request start, epoch ms (inclusive).
+    pub from: Option<i64>,
+    /// Latest request start, epoch ms (inclusive).
+    pub to: Option<i64>,
+    /// Requested or served model.
+    pub model: Option<String>,
+    pub user: Option<String>,
+    pub feature: Option<String>,
+    /// HTTP status returned to the client.
+    pub status: Option<u16>,
+    /// Page size, 1..=200.
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    pub sort: SearchSort,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams {
+            q: None,
+            from: None,
+            to: None,
+            model: None,
+            user: None,
+            feature: None,
+            status: None,
+            limit: DEFAULT_LIMIT,
+            cursor: None,
+            sort: SearchSort::Newest,
+        }
+    }
+}
+
+impl SearchParams {
+    /// Parse a URL query string (`q=…&from=…&limit=…`, percent-encoded, `+` for space).
+    /// `from`/`to` take RFC 3339, a date (`2024-05-01`, UTC midnight) or epoch ms. Empty
+    /// values count as absent; unknown parameters are ignored; a bad value is a
+    /// [`LogError::BadRequest`] naming the parameter.
+    pub fn from_query(query_string: &str) -> Result<SearchParams, LogError> {
+        let mut params = SearchParams::default();
+        for pair in query_string.trim_start_matches('?').split('&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = percent_decode(raw_key).map_err(|_| bad("query string", "bad percent-encoding"))?;
+            let value = percent_decode(raw_value).map_err(|_| bad(&key, "bad percent-encoding"))?;
+            if value.trim().is_empty() {
+                continue;
+            }
+            match key.as_str() {
+                "q" => params.q = Some(value),
+                "from" => params.from = Some(parse_time(&value).ok_or_else(|| bad("from", TIME_HINT))?),
+                "to" => params.to = Some(parse_time(&value).ok_or_else(|| bad("to", TIME_HINT))?),
+                "model" => params.model = Some(value),
+                "user" => params.user = Some(value),
+                "feature" => params.feature = Some(value),
+                "status" => {
+                    let status = value.trim().parse::<u16>().ok().filter(|s| (100..=599).contains(s));
+                    params.status = Some(status.ok_or_else(|| bad("status", "must be an HTTP status code"))?);
+                }
+                "limit" => {
+                    let limit = value.trim().parse::<usize>().ok().filter(|&l| l > 0);
+                    params.limit = limit.ok_or_else(|| bad("limit", "must be a positive integer"))?.min(MAX_LIMIT);
+                }
+                "cursor" => params.cursor = Some(value),
+                "sort" => {
+                    params.sort = match value.trim() {
+                        "newest" | "time" => SearchSort::Newest,
+                        "score" | "relevance" => SearchSort::Score,
+                        _ => return Err(bad("sort", "must be `newest` or `score`")),
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let (Some(from), Some(to)) = (params.from, params.to) {
+            if from > to {
+                return Err(bad("from", "must not be after `to`"));
+            }
+        }
+        Ok(params)
+    }
+}
+
+const TIME_HINT: &str = "must be RFC 3339 (2024-05-01T12:00:00Z), a date (2024-05-01) or epoch milliseconds";
+
+fn bad(param: &str, reason: &str) -> LogError {
+    LogError::BadRequest(format!("parameter `{param}`: {reason}"))
+}
+
+/// Decode `%XX` escapes and `+`; fails on a broken escape or invalid UTF-8.
+fn percent_decode(text: &str) -> Result<String, ()> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut input = text.bytes();
+    while let Some(byte) = input.next() {
+        match byte {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let hex = [input.next().ok_or(())?, input.next().ok_or(())?];
+                let hex = std::str::from_utf8(&hex).map_err(|_| ())?;
+                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            }
+            other => bytes.push(other),
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| ())
+}
+
+/// Epoch ms from RFC 3339, a bare date, a zone-less date-time (UTC) or an integer.
+fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp_millis());
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(time) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(time.and_utc().timestamp_millis());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|time| time.and_utc().timestamp_millis())
+}
+
+const TIMESTAMP: &str = r"\d{4}-\d{2}-\d{2}(?:[Tt]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[Zz]|[+\-]\d{2}:\d{2})?)?";
+
+static TIME_CLAUSE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"\btime:(?:(?P<open>[\[{{])\s*(?P<lo>{TIMESTAMP}|\*)\s+TO\s+(?P<hi>{TIMESTAMP}|\*)\s*(?P<close>[\]}}])|(?P<op>>=|<=|>|<)?(?P<at>{TIMESTAMP}))"
+    ))
+    .ok()
+});
+
+/// Turn RFC 3339 times inside `time:` clauses into epoch ms, which the `time` field holds.
+fn rewrite_time_clauses(q: &str) -> std::borrow::Cow<'_, str> {
+    let Some(regex) = TIME_CLAUSE.as_ref() else {
+        return q.into();
+    };
+    regex.replace_all(q, |caps: &Captures| {
+        let ms = |name: &str| {
+            let text = caps.name(name).map(|m| m.as_str()).unwrap_or("*");
+            match text {
+                "*" => "*".to_string(),
+                other => parse_time(other).map_or_else(|| other.to_string(), |ms| ms.to_string()),
+            }
+        };
+        let part = |name: &str| caps.name(name).map(|m| m.as_str()).unwrap_or("");
+        if caps.name("open").is_some() {
+            format!("time:{}{} TO {}{}", part("open"), ms("lo"), ms("hi"), part("close"))
+        } else {
+            format!("time:{}{}", part("op"), ms("at"))
+        }
+    })
+}
+
+/// Snippets with the matched terms in `<b>…</b>` (HTML-escaped).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snippets {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// One search result: the record's summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    /// Request id (use `GET /admin/logs/{id}` for the whole record).
+    pub id: String,
+    /// Request start, epoch ms.
+    pub time: i64,
+    /// Request start, RFC 3339.
+    pub started_at: String,
+    /// The model the client asked for.
+    pub model: String,
+    pub served_model: Option<String>,
+    pub user: String,
+    pub feature: Option<String>,
+    pub status: u16,
+    pub latency_ms: f64,
+    pub cost_usd: f64,
+    /// Relevance, when sorted by score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    pub snippets: Snippets,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResults {
+    pub hits: Vec<SearchHit>,
+    /// How many records match in all (every page).
+    pub total: usize,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// The newest-first sort key: (start time ms, journal seq).
+type SortKey = (i64, u64);
+
+fn encode_cursor(text: &str) -> String {
+    URL_SAFE_NO_PAD.encode(text)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, LogError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| bad("cursor", "not a cursor from a previous page"))
+}
+
+fn newest_cursor(cursor: &str) -> Result<SortKey, LogError> {
+    let text = decode_cursor(cursor)?;
+    let mut parts = text.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("t"), Some(time), Some(seq), None) => time
+            .parse()
+            .ok()
+            .zip(seq.parse().ok())
+            .ok_or_else(|| bad("cursor", "not a cursor from a previous page")),
+        _ => Err(bad("cursor", "not a cursor of a newest-first search")),
+    }
+}
+
+fn offset_cursor(cursor: &str) -> Result<usize, LogError> {
+    let text = decode_cursor(cursor)?;
+    text.strip_prefix("o:")
+        .and_then(|offset| offset.parse().ok())
+        .ok_or_else(|| bad("cursor", "not a cursor of a score-sorted search"))
+}
+
+/// Scores documents by (time, seq), or `None` for those not strictly before the cursor.
+struct NewestFirst {
+    before: Option<SortKey>,
+}
+
+struct NewestFirstSegment {
+    time: Column<i64>,
+    seq: Column<u64>,
+    before: Option<SortKey>,
+}
+
+impl CustomScorer<Option<SortKey>> for NewestFirst {
+    type Child = NewestFirstSegment;
+
+    fn segment_scorer(&self, segment_reader: &SegmentReader) -> tantivy::Result<NewestFirstSegment> {
+        Ok(NewestFirstSegment {
+            time: segment_reader.fast_fields().i64("time")?,
+            seq: segment_reader.fast_fields().u64("seq")?,
+            before: self.before,
+        })
+    }
+}
+
+impl CustomSegmentScorer<Option<SortKey>> for NewestFirstSegment {
+    fn score(&mut self, doc: DocId) -> Option<SortKey> {
+        let key = (self.time.first(doc)?, self.seq.first(doc)?);
+        match self.before {
+            Some(before) if key >= before => None,
+            _ => Some(key),
+        }
+    }
+}
+
+impl LogStore {
+    /// Search the log. Sees what the last index commit holds (see [`LogStore::sync`]).
+    pub fn search(&self, params: &SearchParams) -> Result<SearchResults, LogError> {
+        let fields = &self.schema;
+        let limit = params.limit.clamp(1, MAX_LIMIT);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut text_query: Option<Box<dyn Query>> = None;
+        if let Some(q) = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            let mut parser = QueryParser::for_index(&self.index, vec![fields.input, fields.output, fields.error]);
+            parser.set_conjunction_by_default();
+            let parsed = parser
+                .parse_query(&rewrite_time_clauses(q))
+                .map_err(|err| LogError::BadQuery(err.to_string()))?;
+            text_query = Some(parsed.box_clone());
+            clauses.push((Occur::Must, parsed));
+        }
+        if params.from.is_some() || params.to.is_some() {
+            let bound = |value: Option<i64>| value.map_or(Bound::Unbounded, Bound::Included);
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new_i64_bounds("time".into(), bound(params.from), bound(params.to))),
+            ));
+        }
+        let term = |field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
+        };
+        if let Some(model) = &params.model {
+            let either = BooleanQuery::new(vec![
+                (Occur::Should, term(fields.model, model)),
+                (Occur::Should, term(fields.served_model, model)),
+            ]);
+            clauses.push((Occur::Must, Box::new(either)));
+        }
+        if let Some(user) = &params.user {
+            clauses.push((Occur::Must, term(fields.user, user)));
+        }
+        if let Some(feature) = &params.feature {
+            clauses.push((Occur::Must, term(fields.feature, feature)));
+        }
+        if let Some(status) = params.status {
+            let status = Term::from_field_u64(fields.status, u64::from(status));
+            clauses.push((Occur::Must, Box::new(TermQuery::new(status, IndexRecordOption::Basic))));
+        }
+        let query: Box<dyn Query> = if clauses.is_empty() {
+            Box::new(AllQuery)
+        } else {
+            Box::new(BooleanQuery::new(clauses))
+        };
+
+        let searcher = self.reader.searcher();
+        let total = searcher.search(&query, &Count)?;
+        let (found, next_cursor): (Vec<(DocAddress, Option<f32>)>, Option<String>) = match params.sort {
+            SearchSort::Newest => {
+                let before = params.cursor.as_deref().map(newest_cursor).transpose()?;
+                let collector = TopDocs::with_limit(limit + 1).custom_score(NewestFirst { before });
+                let mut top: Vec<(SortKey, DocAddress)> = searcher
+                    .search(&query, &collector)?
+                    .into_iter()
+                    .filter_map(|(key, address)| key.map(|key| (key, address)))
+                    .collect();
+                let more = top.len() > limit;
+                top.truncate(limit);
+                let next = top
+                    .last()
+                    .filter(|_| more)
+                    .map(|((time, seq), _)| encode_cursor(&format!("t:{time}:{seq}")));
+                (top.into_iter().map(|(_, address)| (address, None)).collect(), next)
+            }
+            SearchSort::Score => {
+                let offset = params.cursor.as_deref().map(offset_cursor).transpose()?.unwrap_or(0);
+                let top = searcher.search(&query, &TopDocs::with_limit(limit + 1).and_offset(offset))?;
+                let more = top.len() > limit;
+                let next = more.then(|| encode_cursor(&format!("o:{}", offset + limit)));
+                let hits = top.into_iter().take(limit).map(|(score, address)| (address, Some(score)));
+                (hits.collect(), next)
+            }
+        };
+
+        let generators = match &text_query {
+            Some(query) => Some((
+                snippet_generator(&searcher, query.as_ref(), fields.input)?,
+                snippet_generator(&searcher, query.as_ref(), fields.output)?,
+            )),
+            None => None,
+        };
+        let mut hits = Vec::with_capacity(found.len());
+        for (address, score) in found {
+            let Some(json) = self.stored_record(&searcher, address)? else {
+                continue;
+            };
+            let mut hit = summary(&json);
+            hit.score = score;
+            if let Some((input, output)) = &generators {
+                if let Ok(record) = serde_json::from_value::<LogRecord>(json) {
+                    hit.snippets.input = highlighted(input, &input_text(&record));
+                    hit.snippets.output = highlighted(output, &output_text(&record));
+                }
+            }
+            hits.push(hit);
+        }
+        Ok(SearchResults {
+            hits,
+            total,
+            next_cursor,
+        })
+    }
+
+    /// The whole stored (redacted) record with this id, if it is indexed.
+    pub fn get(&self, id: &str) -> Result<Option<serde_json::Value>, LogError> {
+        let searcher = self.reader.searcher();
+        let query = TermQuery::new(Term::from_field_text(self.schema.id, id), IndexRecordOption::Basic);
+        let top = searcher.search(&query, &TopDocs::with_limit(1))?;
+        match top.first() {
+            Some(&(_, address)) => self.stored_record(&searcher, address),
+            None => Ok(None),
+        }
+    }
+
+    fn stored_record(&self, searcher: &Searcher, address: DocAddress) -> Result<Option<serde_json::Value>, LogError> {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        match doc.get_first(self.schema.record).and_then(|value| value.as_str()) {
+            Some(json) => Ok(Some(serde_json::from_str(json)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn snippet_generator(
+    searcher: &Searcher,
+    query: &dyn Query,
+    field: tantivy::schema::Field,
+) -> Result<SnippetGenerator, LogError> {
+    let mut generator = SnippetGenerator::create(searcher, query, field)?;
+    generator.set_max_num_chars(SNIPPET_CHARS);
+    Ok(generator)
+}
+
+fn highlighted(generator: &SnippetGenerator, text: &str) -> Option<String> {
+    let snippet = generator.snippet(text);
+    (!snippet.highlighted().is_empty()).then(|| snippet.to_html())
+}
+
+/// The hit fields, read leniently from the stored JSON.
+fn summary(json: &serde_json::Value) -> SearchHit {
+    let text = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let number = |key: &str| json.get(key).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    SearchHit {
+        id: text("id").unwrap_or_default(),
+        time: json.get("started_ms").and_then(serde_json::Value::as_i64).unwrap_or(0),
+        started_at: text("started_at").unwrap_or_default(),
+        model: text("requested_model").unwrap_or_default(),
+        served_model: text("served_model"),
+        user: text("user").unwrap_or_default(),
+        feature: text("feature"),
+        status: json
+            .get("status")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or(0),
+        latency_ms: number("latency_ms"),
+        cost_usd: number("cost_usd"),
+        score: None,
+        snippets: Snippets::default(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        let params = SearchParams::from_query("q=hello+world%21&model=gpt-4o-mini&status=500&limit=500&sort=score").unwrap();
+        assert_eq!(params.q.as_deref(), Some("hello world!"));
+        assert_eq!(params.model.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(params.status, Some(500));
+        assert_eq!(params.limit, MAX_LIMIT);
+        assert_eq!(params.sort, SearchSort::Score);
+    }
+
+    #[test]
+    fn from_and_to_accept_rfc3339_dates_and_epoch_ms() {
+        let params = SearchParams::from_query("from=2024-05-01T00:00:00Z&to=1714608000000").unwrap();
+        assert_eq!(params.from, Some(1_714_521_600_000));
+        assert_eq!(params.to, Some(1_714_608_000_000));
+        let params = SearchParams::from_query("from=2024-05-01&to=2024-05-01T12:00:00%2B02:00").unwrap();
+        assert_eq!(params.from, Some(1_714_521_600_000));
+        assert_eq!(params.to, Some(1_714_557_600_000));
+    }
+
+    #[test]
+    fn bad_values_name_their_parameter() {
+        for (query, param) in [
+            ("from=yesterday", "`from`"),
+            ("to=2024-13-01", "`to`"),
+            ("status=abc", "`status`"),
+            ("limit=0", "`limit`"),
+            ("sort=oldest", "`sort`"),
+            ("q=%zz", "`q`"),
+            ("from=2&to=1", "`from`"),
+        ] {
+            let err = SearchParams::from_query(query).unwrap_err();
+            assert!(matches!(err, LogError::BadRequest(_)), "{query}");
+            assert!(err.to_string().contains(param), "{query}: {err}");
+            assert_eq!(err.status(), 400);
+        }
+    }
+
+    #[test]
+    fn empty_and_unknown_parameters_are_ignored() {
+        let params = SearchParams::from_query("?q=&model=&foo=bar&&limit=5").unwrap();
+        assert_eq!(params, SearchParams { limit: 5, ..SearchParams::default() });
+    }
+
+    #[test]
+    fn time_clauses_with_rfc3339_become_epoch_ms() {
+        assert_eq!(
+            rewrite_time_clauses("error time:[2024-05-01T00:00:00Z TO *] status:500"),
+            "error time:[1714521600000 TO *] status:500"
+        );
+        assert_eq!(rewrite_time_clauses("time:>=2024-05-01"), "time:>=1714521600000");
+        assert_eq!(rewrite_time_clauses("time:>1000"), "time:>1000");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = encode_cursor("t:1714521600000:42");
+        assert_eq!(newest_cursor(&cursor).unwrap(), (1_714_521_600_000, 42));
+        assert!(newest_cursor("not-a-cursor!").is_err());
+        assert!(offset_cursor(&cursor).is_err());
+        assert_eq!(offset_cursor(&encode_cursor("o:20")).unwrap(), 20);
+    }
+}

@@ -1,0 +1,516 @@
+//! Log store tests on real Tantivy indexes in temporary directories.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::canonical::{ChatRequest, Message, Role, Usage};
+use std::collections::HashSet;
+use std::path::Path;
+
+const DAY_MS: i64 = 86_400_000;
+/// 2024-05-01T00:00:00Z
+const BASE_MS: i64 = 1_714_521_600_000;
+
+/// A minimal record around `request`.
+pub(crate) fn record_with(request: ChatRequest) -> LogRecord {
+    LogRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        started_at: "2024-05-01T00:00:00Z".into(),
+        started_ms: BASE_MS,
+        finished_at: "2024-05-01T00:00:01Z".into(),
+        dialect: "openai".into(),
+        endpoint: "chat".into(),
+        user: "alice".into(),
+        team: Some("support".into()),
+        tier: None,
+        key_id: "key-1".into(),
+        feature: Some("chat".into()),
+        requested_model: request.model.clone(),
+        served_model: Some(request.model.clone()),
+        provider: Some("mock".into()),
+        attempts: Vec::new(),
+        status: 200,
+        error: None,
+        request,
+        output_text: "all good".into(),
+        output_tool_calls: Vec::new(),
+        finish_reason: Some("stop".into()),
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Usage::default()
+        },
+        cost_usd: 0.001,
+        cost_unknown: false,
+        latency_ms: 120.0,
+        first_token_ms: None,
+        stream: false,
+        client_disconnected: false,
+        policy_version: None,
+        replay_of: None,
+    }
+}
+
+fn record(id: &str, started_ms: i64, prompt: &str) -> LogRecord {
+    let request = ChatRequest {
+        model: "gpt-4o-mini".into(),
+        messages: vec![Message::text(Role::User, prompt)],
+        ..ChatRequest::default()
+    };
+    let mut record = record_with(request);
+    record.id = id.into();
+    record.started_ms = started_ms;
+    record
+}
+
+fn config(dir: &Path) -> LogsConfig {
+    LogsConfig {
+        dir: dir.to_path_buf(),
+        fsync_interval_ms: 20,
+        commit_interval_ms: 100,
+        // The fixed test dates are long past: keep retention from deleting them.
+        retention_days: 100 * 365,
+        ..LogsConfig::default()
+    }
+}
+
+fn query(store: &LogStore, query_string: &str) -> SearchResults {
+    store.search(&SearchParams::from_query(query_string).unwrap()).unwrap()
+}
+
+fn ids(results: &SearchResults) -> Vec<String> {
+    results.hits.iter().map(|h| h.id.clone()).collect()
+}
+
+/// Follow `next_cursor` to the end, returning every id in order.
+fn all_pages(store: &LogStore, base: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let mut q = base.to_string();
+        if let Some(cursor) = &cursor {
+            q.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = query(store, &q);
+        assert!(page.hits.len() <= 10);
+        out.extend(ids(&page));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+    panic!("pagination did not end");
+}
+
+async fn submit_all(store: &LogStore, records: impl IntoIterator<Item = LogRecord>) {
+    let sender = store.sender();
+    for record in records {
+        sender.submit(record).await;
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn planted_secrets_are_searchable_by_harmless_words_but_never_on_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    let email = "jane.doe@example.com";
+    let card = "4111 1111 1111 1111";
+    let key = "sk-proj-Zx81kQ2mN4pL7vB9tR3wY6uE";
+    let prompt = format!("Please check my invoice. Mail {email}, card {card}, api key {key}.");
+    let mut planted = record("planted", BASE_MS, &prompt);
+    planted.output_text = format!("I emailed {email} about the invoice");
+    submit_all(&store, [planted, record("other", BASE_MS, "unrelated weather question")]).await;
+    store.sync().await.unwrap();
+
+    let results = query(&store, "q=invoice");
+    assert_eq!(ids(&results), ["planted"]);
+    let snippet = results.hits[0].snippets.input.clone().unwrap();
+    assert!(snippet.contains("<b>invoice</b>"), "{snippet}");
+    assert!(!snippet.contains("jane"), "{snippet}");
+
+    let stored = store.get("planted").unwrap().unwrap().to_string();
+    for placeholder in ["[EMAIL]", "[CARD]", "[SECRET]"] {
+        assert!(stored.contains(placeholder), "{placeholder} missing: {stored}");
+    }
+    store.shutdown().await;
+
+    let raw_card = card.replace(' ', "");
+    for path in files_under(tmp.path()) {
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in [email, card, raw_card.as_str(), key, "Zx81kQ2mN4pL7vB9"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} found in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn field_filters_and_field_queries_select_matching_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    let mut slow_failure = record("slow-failure", BASE_MS, "summarise the report");
+    slow_failure.status = 500;
+    slow_failure.latency_ms = 2500.0;
+    slow_failure.error = Some("upstream timeout from provider".into());
+    let mut other_model = record("other-model", BASE_MS + 1, "summarise the report");
+    other_model.requested_model = "claude-haiku".into();
+    other_model.served_model = Some("claude-haiku".into());
+    other_model.user = "bob".into();
+    other_model.feature = Some("search".into());
+    let mut fallback = record("fallback", BASE_MS + 2, "translate this");
+    fallback.requested_model = "claude-haiku".into();
+    fallback.served_model = Some("gpt-4o-mini".into());
+    submit_all(&store, [slow_failure, other_model, fallback]).await;
+    store.sync().await.unwrap();
+
+    assert_eq!(ids(&query(&store, "status=500")), ["slow-failure"]);
+    assert_eq!(ids(&query(&store, "user=bob")), ["other-model"]);
+    assert_eq!(ids(&query(&store, "feature=search")), ["other-model"]);
+    // `model` matches the requested or the served model.
+    assert_eq!(ids(&query(&store, "model=gpt-4o-mini")), ["fallback", "slow-failure"]);
+    assert_eq!(
+        ids(&query(&store, "q=model:gpt-4o-mini%20status:500%20latency_ms:>1000")),
+        ["slow-failure"]
+    );
+    assert_eq!(ids(&query(&store, "q=served_model:gpt-4o-mini model:claude-haiku")), ["fallback"]);
+    assert_eq!(ids(&query(&store, "q=timeout")), ["slow-failure"]);
+    assert_eq!(ids(&query(&store, "q=summarise&user=alice")), ["slow-failure"]);
+    assert_eq!(query(&store, "q=summarise").total, 2);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn time_ranges_filter_by_request_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(
+        &store,
+        (0..5).map(|day| record(&format!("day{day}"), BASE_MS + day * DAY_MS, "hello")),
+    )
+    .await;
+    store.sync().await.unwrap();
+
+    // 2024-05-02 .. 2024-05-03 inclusive.
+    let results = query(&store, "from=2024-05-02T00:00:00Z&to=2024-05-03");
+    assert_eq!(ids(&results), ["day2", "day1"]);
+    let results = query(&store, &format!("from={}", BASE_MS + 3 * DAY_MS));
+    assert_eq!(ids(&results), ["day4", "day3"]);
+    let results = query(&store, "q=time:%5B2024-05-02T00:00:00Z%20TO%202024-05-03T00:00:00Z%5D");
+    assert_eq!(ids(&results), ["day2", "day1"]);
+    let results = query(&store, &format!("q=hello time:<{}", BASE_MS + DAY_MS));
+    assert_eq!(ids(&results), ["day0"]);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn phrase_queries_respect_word_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(
+        &store,
+        [
+            record("ordered", BASE_MS, "the quick brown fox jumps"),
+            record("shuffled", BASE_MS + 1, "the brown quick fox jumps"),
+        ],
+    )
+    .await;
+    store.sync().await.unwrap();
+    assert_eq!(ids(&query(&store, "q=%22quick%20brown%20fox%22")), ["ordered"]);
+    assert_eq!(query(&store, "q=quick brown fox").total, 2);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn pagination_visits_every_record_once_in_both_sorts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    // Groups of three share a start time, so the tie-break matters.
+    let records: Vec<LogRecord> = (0..57)
+        .map(|i| record(&format!("r{i:02}"), BASE_MS + (i / 3) * 1000, "paged request"))
+        .collect();
+    let expected: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+    submit_all(&store, records).await;
+    store.sync().await.unwrap();
+
+    for base in ["limit=10", "limit=10&q=paged", "limit=10&sort=score&q=paged", "limit=10&sort=score"] {
+        let seen = all_pages(&store, base);
+        assert_eq!(seen.len(), 57, "{base}");
+        let unique: HashSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique, expected, "{base}");
+    }
+    let newest = all_pages(&store, "limit=10");
+    assert_eq!(newest.first().map(String::as_str), Some("r56"));
+    assert_eq!(newest.last().map(String::as_str), Some("r00"));
+    assert_eq!(query(&store, "limit=10").total, 57);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn new_records_do_not_shift_newest_first_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(&store, (0..6).map(|i| record(&format!("r{i}"), BASE_MS + i, "x"))).await;
+    store.sync().await.unwrap();
+    let first = query(&store, "limit=3");
+    assert_eq!(ids(&first), ["r5", "r4", "r3"]);
+    submit_all(&store, [record("late", BASE_MS + 100, "x")]).await;
+    store.sync().await.unwrap();
+    let second = query(&store, &format!("limit=3&cursor={}", first.next_cursor.unwrap()));
+    assert_eq!(ids(&second), ["r2", "r1", "r0"]);
+    assert_eq!(second.next_cursor, None);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invalid_query_is_a_bad_query() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    for q in ["nosuchfield:x", "status:abc", "(unclosed"] {
+        let params = SearchParams {
+            q: Some(q.into()),
+            ..SearchParams::default()
+        };
+        let err = store.search(&params).unwrap_err();
+        assert!(matches!(err, LogError::BadQuery(_)), "{q}: {err:?}");
+        assert_eq!(err.status(), 400);
+    }
+    let params = SearchParams {
+        cursor: Some("garbage!".into()),
+        ..SearchParams::default()
+    };
+    assert_eq!(store.search(&params).unwrap_err().status(), 400);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crash_after_fsync_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    // The index never commits before the crash: only the journal holds the records.
+    cfg.commit_interval_ms = 600_000;
+    cfg.commit_every_records = 1_000_000;
+    let store = LogStore::open(&cfg, None).unwrap();
+    submit_all(&store, (0..40).map(|i| record(&format!("c{i}"), BASE_MS + i, "crash test"))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.simulate_crash();
+    drop(store);
+
+    let store = LogStore::open(&cfg, None).unwrap();
+    store.sync().await.unwrap();
+    let results = query(&store, "q=crash&limit=200");
+    assert_eq!(results.total, 40);
+    assert_eq!(store.status_json()["journal_records"], 40);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crash_between_commits_indexes_nothing_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.commit_interval_ms = 600_000;
+    cfg.commit_every_records = 1_000_000;
+    let store = LogStore::open(&cfg, None).unwrap();
+    submit_all(&store, (0..25).map(|i| record(&format!("a{i}"), BASE_MS + i, "twice"))).await;
+    store.sync().await.unwrap();
+    submit_all(&store, (0..15).map(|i| record(&format!("b{i}"), BASE_MS + 100 + i, "twice"))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.simulate_crash();
+    drop(store);
+
+    let store = LogStore::open(&cfg, None).unwrap();
+    store.sync().await.unwrap();
+    let seen = all_pages(&store, "q=twice&limit=10");
+    assert_eq!(seen.len(), 40);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 40);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_and_reopen_keeps_every_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let store = LogStore::open(&cfg, None).unwrap();
+    submit_all(&store, (0..30).map(|i| record(&format!("s{i}"), BASE_MS + i, "restart"))).await;
+    // No sync: shutdown alone must drain, fsync and commit.
+    store.shutdown().await;
+    store.sender().submit(record("after", BASE_MS, "restart")).await;
+    assert_eq!(store.status_json()["dropped_records"], 1);
+    drop(store);
+
+    let store = LogStore::open(&cfg, None).unwrap();
+    assert_eq!(query(&store, "q=restart").total, 30);
+    submit_all(&store, [record("s30", BASE_MS + 30, "restart")]).await;
+    store.sync().await.unwrap();
+    assert_eq!(query(&store, "q=restart").total, 31);
+    let status = store.status_json();
+    assert_eq!(status["journal_records"], 31);
+    assert_eq!(status["indexed_records"], 31);
+    assert_eq!(status["lag_records"], 0);
+    assert_eq!(status["index_docs"], 31);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_torn_journal_tail_is_skipped_and_writing_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let store = LogStore::open(&cfg, None).unwrap();
+    submit_all(&store, (0..5).map(|i| record(&format!("t{i}"), BASE_MS + i, "torn"))).await;
+    store.shutdown().await;
+    drop(store);
+    // A crash in the middle of appending a sixth record.
+    let journal_dir = tmp.path().join("journal");
+    let last = *journal::list_segments(&journal_dir).unwrap().last().unwrap();
+    let path = journal_dir.join(journal::segment_file_name(last));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 6, 0, 0, 0, 0, 0, 0, 0, b'{', b'"']);
+    std::fs::write(&path, bytes).unwrap();
+
+    let store = LogStore::open(&cfg, None).unwrap();
+    submit_all(&store, [record("t5", BASE_MS + 5, "torn")]).await;
+    store.sync().await.unwrap();
+    assert_eq!(query(&store, "q=torn").total, 6);
+    assert_eq!(store.status_json()["journal_records"], 6);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_expired_records_and_indexed_old_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.segment_bytes = 4096;
+    cfg.retention_days = 7;
+    let store = LogStore::open(&cfg, None).unwrap();
+    let now = now_ms();
+    let long = "retained ".repeat(100);
+    submit_all(
+        &store,
+        (0..10).map(|i| record(&format!("old{i}"), now - 30 * DAY_MS + i, &long)),
+    )
+    .await;
+    submit_all(&store, (0..3).map(|i| record(&format!("new{i}"), now - DAY_MS + i, &long))).await;
+    store.sync().await.unwrap();
+    assert_eq!(query(&store, "q=retained").total, 13);
+
+    let journal_dir = tmp.path().join("journal");
+    let segments = journal::list_segments(&journal_dir).unwrap();
+    assert!(segments.len() > 3, "{segments:?}");
+    let month_ago = std::time::SystemTime::now() - Duration::from_secs(30 * 86_400);
+    for &segment in &segments[..segments.len() - 2] {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(journal_dir.join(journal::segment_file_name(segment)))
+            .unwrap();
+        file.set_modified(month_ago).unwrap();
+    }
+
+    let report = store.run_retention().await.unwrap();
+    assert_eq!(report.deleted_records, 10);
+    assert_eq!(report.deleted_segments, segments.len() - 2);
+    let results = query(&store, "q=retained");
+    assert_eq!(results.total, 3);
+    assert!(ids(&results).iter().all(|id| id.starts_with("new")));
+    assert_eq!(journal::list_segments(&journal_dir).unwrap().len(), 2);
+    store.shutdown().await;
+
+    // Reopening after segments were deleted keeps counting from the index.
+    let store = LogStore::open(&cfg, None).unwrap();
+    submit_all(&store, [record("new3", now, &long)]).await;
+    store.sync().await.unwrap();
+    assert_eq!(query(&store, "q=retained").total, 4);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_channel_waits_instead_of_dropping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.channel_capacity = 1;
+    let store = LogStore::open(&cfg, None).unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let sender = store.sender();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                sender.submit(record(&format!("bp{task}-{i}"), BASE_MS + i, "pressure")).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    store.sync().await.unwrap();
+    assert_eq!(query(&store, "q=pressure").total, 200);
+    let status = store.status_json();
+    assert!(status["backpressure_waits"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["dropped_records"], 0);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_policy_hook_redacts_before_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook: RedactHook = Arc::new(|text: &str| {
+        text.contains("Falcon").then(|| text.replace("Falcon", "[CODENAME]"))
+    });
+    let store = LogStore::open(&config(tmp.path()), Some(hook)).unwrap();
+    submit_all(&store, [record("hooked", BASE_MS, "status of Falcon launch")]).await;
+    store.shutdown().await;
+    let journal = std::fs::read(tmp.path().join("journal").join(journal::segment_file_name(1))).unwrap();
+    assert!(!journal.windows(6).any(|w| w == b"Falcon"));
+}
+
+#[tokio::test]
+async fn status_reports_lag_until_the_indexer_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.commit_interval_ms = 600_000;
+    cfg.commit_every_records = 1_000_000;
+    let store = LogStore::open(&cfg, None).unwrap();
+    submit_all(&store, (0..4).map(|i| record(&format!("l{i}"), BASE_MS, "lag"))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = store.status_json();
+    assert_eq!(status["journal_records"], 4);
+    assert_eq!(status["lag_records"], 4);
+    assert!(status["lag_ms"].as_i64().unwrap() >= 200, "{status}");
+    assert!(status["journal_bytes"].as_u64().unwrap() > 0);
+    assert!(status["last_commit_at"].is_null());
+    store.sync().await.unwrap();
+    let status = store.status_json();
+    assert_eq!(status["lag_records"], 0);
+    assert_eq!(status["lag_ms"], 0);
+    assert!(status["last_commit_at"].is_string());
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_returns_none_for_an_unknown_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    assert_eq!(store.get("missing").unwrap(), None);
+    store.shutdown().await;
+}
+
+#[test]
+fn invalid_logs_config_is_rejected_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.fsync_interval_ms = 1000;
+    let err = LogStore::open(&cfg, None).unwrap_err();
+    assert!(err.to_string().contains("fsync_interval_ms"), "{err}");
+}

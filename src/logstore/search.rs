@@ -20,7 +20,9 @@ use std::ops::Bound;
 use std::sync::LazyLock;
 use tantivy::collector::{Count, CustomScorer, CustomSegmentScorer, TopDocs};
 use tantivy::columnar::Column;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, Occur, Query, QueryParser, QueryParserError, RangeQuery, TermQuery,
+};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, DocId, Searcher, SegmentReader, SnippetGenerator, TantivyDocument, Term};
 
@@ -327,9 +329,13 @@ impl LogStore {
         if let Some(q) = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
             let mut parser = QueryParser::for_index(&self.index, vec![fields.input, fields.output, fields.error]);
             parser.set_conjunction_by_default();
-            let parsed = parser
-                .parse_query(&rewrite_time_clauses(q))
-                .map_err(|err| LogError::BadQuery(err.to_string()))?;
+            let q = rewrite_time_clauses(q);
+            let parsed = match parser.parse_query(&q) {
+                // `-weather` alone means everything but weather.
+                Err(QueryParserError::AllButQueryForbidden) => parser.parse_query(&format!("* {q}")),
+                other => other,
+            }
+            .map_err(|err| LogError::BadQuery(err.to_string()))?;
             text_query = Some(parsed.box_clone());
             clauses.push((Occur::Must, parsed));
         }

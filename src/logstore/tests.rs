@@ -514,3 +514,14 @@ fn invalid_logs_config_is_rejected_at_open() {
     let err = LogStore::open(&cfg, None).unwrap_err();
     assert!(err.to_string().contains("fsync_interval_ms"), "{err}");
 }
+
+#[tokio::test]
+async fn a_purely_negative_query_matches_everything_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(&store, [record("keep", BASE_MS, "sunny day"), record("drop", BASE_MS, "rainy weather")]).await;
+    store.sync().await.unwrap();
+    assert_eq!(ids(&query(&store, "q=-weather")), ["keep"]);
+    assert_eq!(ids(&query(&store, "q=-weather&user=alice")), ["keep"]);
+    store.shutdown().await;
+}

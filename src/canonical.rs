@@ -265,7 +265,11 @@ pub enum StreamEvent {
     /// More output text.
     TextDelta { text: String },
     /// A new tool call at `index` (0-based among this response's tool calls).
-    ToolCallStart { index: u32, id: String, name: String },
+    ToolCallStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
     /// More argument JSON for the tool call at `index`.
     ToolCallDelta { index: u32, arguments: String },
     /// The model stopped.

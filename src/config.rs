@@ -446,23 +446,36 @@ impl Config {
     /// Check everything, collecting every problem before failing.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        let mut problem = |field: String, reason: String| problems.push(format!("  {field}: {reason}"));
+        let mut problem =
+            |field: String, reason: String| problems.push(format!("  {field}: {reason}"));
 
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             problem(
                 "server.listen".into(),
-                format!("`{}` is not an address like 127.0.0.1:8080", self.server.listen),
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.server.listen
+                ),
             );
         }
         if !matches!(self.server.log_format.as_str(), "text" | "json") {
-            problem("server.log_format".into(), "must be `text` or `json`".into());
+            problem(
+                "server.log_format".into(),
+                "must be `text` or `json`".into(),
+            );
         }
         if self.server.max_body_bytes == 0 {
-            problem("server.max_body_bytes".into(), "must be greater than 0".into());
+            problem(
+                "server.max_body_bytes".into(),
+                "must be greater than 0".into(),
+            );
         }
         if let Some(hash) = &self.server.admin_key_sha256 {
             if !is_sha256_hex(hash) {
-                problem("server.admin_key_sha256".into(), "must be 64 hex digits".into());
+                problem(
+                    "server.admin_key_sha256".into(),
+                    "must be 64 hex digits".into(),
+                );
             }
         }
 
@@ -478,15 +491,25 @@ impl Config {
             if !PROVIDER_KINDS.contains(&p.kind.as_str()) {
                 problem(
                     format!("{at}.kind"),
-                    format!("unknown kind `{}`; expected one of {}", p.kind, PROVIDER_KINDS.join(", ")),
+                    format!(
+                        "unknown kind `{}`; expected one of {}",
+                        p.kind,
+                        PROVIDER_KINDS.join(", ")
+                    ),
                 );
             }
             if p.kind == "openai-compatible" && p.base_url.is_none() {
-                problem(format!("{at}.base_url"), "required for kind `openai-compatible`".into());
+                problem(
+                    format!("{at}.base_url"),
+                    "required for kind `openai-compatible`".into(),
+                );
             }
             if let Some(url) = &p.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    problem(format!("{at}.base_url"), format!("`{url}` must start with http:// or https://"));
+                    problem(
+                        format!("{at}.base_url"),
+                        format!("`{url}` must start with http:// or https://"),
+                    );
                 }
             }
             if let Some(var) = &p.api_key_env {
@@ -497,13 +520,19 @@ impl Config {
                     );
                 }
             } else if matches!(p.kind.as_str(), "openai" | "anthropic" | "gemini") {
-                problem(format!("{at}.api_key_env"), format!("required for kind `{}`", p.kind));
+                problem(
+                    format!("{at}.api_key_env"),
+                    format!("required for kind `{}`", p.kind),
+                );
             }
             if p.timeout_ms == 0 {
                 problem(format!("{at}.timeout_ms"), "must be greater than 0".into());
             }
             if !(0.0..=1.0).contains(&p.mock.error_rate) {
-                problem(format!("{at}.mock.error_rate"), "must be between 0.0 and 1.0".into());
+                problem(
+                    format!("{at}.mock.error_rate"),
+                    "must be between 0.0 and 1.0".into(),
+                );
             }
         }
 
@@ -531,7 +560,10 @@ impl Config {
                 ("cached_input_usd_per_mtok", m.cached_input_usd_per_mtok),
             ] {
                 if price.is_some_and(|p| !p.is_finite() || p < 0.0) {
-                    problem(format!("{at}.{field}"), "must be a non-negative number".into());
+                    problem(
+                        format!("{at}.{field}"),
+                        "must be a non-negative number".into(),
+                    );
                 }
             }
         }
@@ -539,11 +571,16 @@ impl Config {
         for (i, k) in self.keys.iter().enumerate() {
             let at = format!("keys[{i}] ({})", k.user);
             match (&k.key_env, &k.key_sha256) {
-                (Some(_), Some(_)) => problem(at.clone(), "set key_env or key_sha256, not both".into()),
+                (Some(_), Some(_)) => {
+                    problem(at.clone(), "set key_env or key_sha256, not both".into())
+                }
                 (None, None) => problem(at.clone(), "needs key_env or key_sha256".into()),
                 (Some(var), None) => {
                     if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
-                        problem(format!("{at}.key_env"), format!("environment variable `{var}` is not set"));
+                        problem(
+                            format!("{at}.key_env"),
+                            format!("environment variable `{var}` is not set"),
+                        );
                     }
                 }
                 (None, Some(hash)) => {
@@ -555,26 +592,46 @@ impl Config {
         }
 
         if !matches!(self.policy.on_error.as_str(), "open" | "closed") {
-            problem("policy.on_error".into(), "must be `open` or `closed`".into());
+            problem(
+                "policy.on_error".into(),
+                "must be `open` or `closed`".into(),
+            );
         }
         if let Some(dir) = &self.policy.dir {
             if !dir.is_dir() {
-                problem("policy.dir".into(), format!("`{}` is not a directory", dir.display()));
+                problem(
+                    "policy.dir".into(),
+                    format!("`{}` is not a directory", dir.display()),
+                );
             }
         }
         for (i, p) in self.logs.redact.patterns.iter().enumerate() {
             if let Err(err) = regex::Regex::new(&p.regex) {
-                problem(format!("logs.redact.patterns[{i}] ({})", p.name), format!("bad regex: {err}"));
+                problem(
+                    format!("logs.redact.patterns[{i}] ({})", p.name),
+                    format!("bad regex: {err}"),
+                );
             }
         }
-        if !(0.0..=1.0).contains(&self.dispatch.breaker_error_rate) || self.dispatch.breaker_error_rate == 0.0 {
-            problem("dispatch.breaker_error_rate".into(), "must be in (0.0, 1.0]".into());
+        if !(0.0..=1.0).contains(&self.dispatch.breaker_error_rate)
+            || self.dispatch.breaker_error_rate == 0.0
+        {
+            problem(
+                "dispatch.breaker_error_rate".into(),
+                "must be in (0.0, 1.0]".into(),
+            );
         }
         if self.dispatch.breaker_failures == 0 {
-            problem("dispatch.breaker_failures".into(), "must be greater than 0".into());
+            problem(
+                "dispatch.breaker_failures".into(),
+                "must be greater than 0".into(),
+            );
         }
         if self.logs.channel_capacity == 0 {
-            problem("logs.channel_capacity".into(), "must be greater than 0".into());
+            problem(
+                "logs.channel_capacity".into(),
+                "must be greater than 0".into(),
+            );
         }
         for message in self.logs.problems() {
             if let Some((field, reason)) = message.split_once(": ") {

@@ -5,17 +5,17 @@
 //! redacted and logged into an embedded Tantivy index. `../DESIGN.md` has the picture;
 //! [`pipeline`] lists the stages of a request in order.
 
-pub mod canonical;
-pub mod config;
-pub mod dialect;
-pub mod error;
-pub mod mock_server;
-pub mod providers;
-pub mod tokens;
-pub mod logstore;
-pub mod policy;
 pub mod admin;
 pub mod app;
+pub mod canonical;
+pub mod config;
 pub mod context;
+pub mod dialect;
+pub mod error;
+pub mod logstore;
+pub mod mock_server;
 pub mod pipeline;
+pub mod policy;
+pub mod providers;
 pub mod server;
+pub mod tokens;

@@ -116,7 +116,9 @@ fn host_for(
             ))
         }
         None => Ok((
-            std::sync::Arc::new(switchyard::policy::ConfigHost::from_models(std::iter::empty())),
+            std::sync::Arc::new(switchyard::policy::ConfigHost::from_models(
+                std::iter::empty(),
+            )),
             None,
         )),
     }

@@ -128,8 +128,7 @@ pub fn build(ctx: &RequestContext, request: &ChatRequest, outcome: Outcome<'_>) 
 /// Hand a record to the log store without waiting for it.
 pub fn submit(state: &AppState, record: LogRecord) {
     if let Some(sender) = &state.log_sender {
-        let sender = sender.clone();
-        tokio::spawn(async move { sender.submit(record).await });
+        sender.hand_off(record);
     }
 }
 

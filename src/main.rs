@@ -100,12 +100,13 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn host_for(
-    config: Option<&PathBuf>,
-) -> anyhow::Result<(
+/// The policy host and known model names for the CLI (from `--config`, or none).
+type CliHost = (
     std::sync::Arc<dyn switchyard::policy::HostInfo>,
     Option<std::collections::HashSet<String>>,
-)> {
+);
+
+fn host_for(config: Option<&PathBuf>) -> anyhow::Result<CliHost> {
     match config {
         Some(path) => {
             let config = Config::load(path)?;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 /// Two upstreams: model `a` on mock A, model `b` on mock B.
 struct Pair {
     a: Proc,
-    b: Proc,
+    /// Kept alive for the gateway's fallback target.
+    _b: Proc,
     gw: Gateway,
 }
 
@@ -64,7 +65,7 @@ fn pair_with(a: Proc, b: Proc, policy: &str, extra: &str) -> Pair {
         two_providers(&format!("http://{}", a.addr), &format!("http://{}", b.addr)),
     );
     let gw = gateway_in(dir, &config);
-    Pair { a, b, gw }
+    Pair { a, _b: b, gw }
 }
 
 fn body(stream: bool) -> Value {

@@ -97,6 +97,7 @@ async fn run_load(url: String, rate: u64, duration: Duration, outcomes: Arc<Mute
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_rewritten_20_times_under_load_fails_no_request_and_routes_by_the_version_in_force()
 {
+    let _serial = SERIAL.lock().await;
     let mock = mock_provider(&[]);
     let dir = tempfile::tempdir().unwrap();
     let policy_dir = dir.path().join("policy");
@@ -123,7 +124,7 @@ async fn policy_rewritten_20_times_under_load_fails_no_request_and_routes_by_the
     load.await.unwrap();
     let elapsed = started.elapsed();
 
-    let outcomes = outcomes.lock().unwrap();
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     let total = outcomes.len() as u64;
     assert_eq!(total, rate * duration.as_secs());
     let failed = outcomes.iter().filter(|o| o.status != 200).count();
@@ -175,6 +176,7 @@ async fn policy_rewritten_20_times_under_load_fails_no_request_and_routes_by_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chaos_outage_moves_traffic_to_the_fallback_with_no_failed_request_and_it_returns_after()
 {
+    let _serial = SERIAL.lock().await;
     let primary = mock_provider(&[]);
     let fallback = mock_provider(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -222,7 +224,7 @@ async fn a_chaos_outage_moves_traffic_to_the_fallback_with_no_failed_request_and
     );
     load.await.unwrap();
 
-    let outcomes = outcomes.lock().unwrap();
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     let failed = outcomes.iter().filter(|o| o.status != 200).count();
     assert_eq!(failed, 0, "{failed} requests failed during the drill");
     let n = outcomes.len();

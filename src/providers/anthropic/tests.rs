@@ -532,7 +532,7 @@ proptest::proptest! {
         let frame = r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}}"#;
         let cut = (0..=cut.min(frame.len())).rev().find(|i| frame.is_char_boundary(*i)).unwrap_or(0);
         let _ = decode_all(&[("content_block_start", &frame[..cut]), ("message_delta", &junk)]);
-        let _ = wire().parse_chat(frame[..cut].as_bytes());
+        let _ = wire().parse_chat(&frame.as_bytes()[..cut]);
         let _ = wire().parse_chat(junk.as_bytes());
     }
 }

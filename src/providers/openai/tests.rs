@@ -572,7 +572,7 @@ proptest::proptest! {
         let frame = r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Hi","tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#;
         let cut = (0..=cut.min(frame.len())).rev().find(|i| frame.is_char_boundary(*i)).unwrap_or(0);
         let _ = decode_all(&[&frame[..cut], &junk, "[DONE]"]);
-        let _ = wire().parse_chat(frame[..cut].as_bytes());
+        let _ = wire().parse_chat(&frame.as_bytes()[..cut]);
         let _ = wire().parse_chat(junk.as_bytes());
     }
 }

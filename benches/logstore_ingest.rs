@@ -21,8 +21,21 @@ const SEARCH_RECORDS: usize = 5_000;
 const INDEX_BATCH: usize = 1_000;
 
 const TOPICS: &[&str] = &[
-    "invoice", "refund", "shipping", "password", "export", "latency", "billing", "upgrade",
-    "timeout", "migration", "webhook", "dashboard", "quota", "contract", "onboarding",
+    "invoice",
+    "refund",
+    "shipping",
+    "password",
+    "export",
+    "latency",
+    "billing",
+    "upgrade",
+    "timeout",
+    "migration",
+    "webhook",
+    "dashboard",
+    "quota",
+    "contract",
+    "onboarding",
 ];
 const MODELS: &[&str] = &["gpt-4o-mini", "claude-haiku", "gpt-4o", "claude-sonnet"];
 
@@ -63,7 +76,10 @@ fn record(i: usize) -> LogRecord {
         status: if i % 50 == 0 { 502 } else { 200 },
         error: None,
         request,
-        output_text: format!("Thanks for asking about the {topic}. {}", "Here is what to do next. ".repeat(16)),
+        output_text: format!(
+            "Thanks for asking about the {topic}. {}",
+            "Here is what to do next. ".repeat(16)
+        ),
         output_tool_calls: Vec::new(),
         finish_reason: Some("stop".into()),
         usage: Usage {
@@ -131,7 +147,9 @@ fn bench_indexing(c: &mut Criterion) {
             },
             |(_index, mut writer)| {
                 for (seq, (record, json)) in records.iter().enumerate() {
-                    writer.add_document(schema.document(record, json, seq as u64)).unwrap();
+                    writer
+                        .add_document(schema.document(record, json, seq as u64))
+                        .unwrap();
                 }
                 writer.commit().unwrap();
             },
@@ -142,7 +160,11 @@ fn bench_indexing(c: &mut Criterion) {
 }
 
 fn bench_search(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let config = LogsConfig {
         dir: tmp.path().to_path_buf(),
@@ -164,16 +186,25 @@ fn bench_search(c: &mut Criterion) {
         ("newest_all", "limit=20"),
         ("newest_text", "q=invoice&limit=20"),
         ("score_text", "q=invoice refund&sort=score&limit=20"),
-        ("fields", "q=model:gpt-4o latency_ms:>500&status=200&limit=20"),
+        (
+            "fields",
+            "q=model:gpt-4o latency_ms:>500&status=200&limit=20",
+        ),
         ("phrase", "q=%22short friendly answer%22&limit=20"),
     ] {
         let params = SearchParams::from_query(query).unwrap();
-        group.bench_function(name, |b| b.iter(|| black_box(store.search(&params).unwrap())));
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(store.search(&params).unwrap()))
+        });
     }
-    let first = store.search(&SearchParams::from_query("q=invoice&limit=20").unwrap()).unwrap();
+    let first = store
+        .search(&SearchParams::from_query("q=invoice&limit=20").unwrap())
+        .unwrap();
     let mut page_two = SearchParams::from_query("q=invoice&limit=20").unwrap();
     page_two.cursor = first.next_cursor;
-    group.bench_function("newest_text_page_2", |b| b.iter(|| black_box(store.search(&page_two).unwrap())));
+    group.bench_function("newest_text_page_2", |b| {
+        b.iter(|| black_box(store.search(&page_two).unwrap()))
+    });
     group.finish();
     runtime.block_on(store.shutdown());
 }

@@ -30,9 +30,13 @@ fn bench_redact(c: &mut Criterion) {
     let dirty = with_findings();
     let mut group = c.benchmark_group("redact");
     group.throughput(Throughput::Bytes(clean.len() as u64));
-    group.bench_function("3kb_clean", |b| b.iter(|| black_box(redactor.redact(black_box(&clean)))));
+    group.bench_function("3kb_clean", |b| {
+        b.iter(|| black_box(redactor.redact(black_box(&clean))))
+    });
     group.throughput(Throughput::Bytes(dirty.len() as u64));
-    group.bench_function("3kb_with_findings", |b| b.iter(|| black_box(redactor.redact(black_box(&dirty)))));
+    group.bench_function("3kb_with_findings", |b| {
+        b.iter(|| black_box(redactor.redact(black_box(&dirty))))
+    });
     group.finish();
 }
 

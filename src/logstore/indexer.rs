@@ -82,7 +82,15 @@ pub fn build_schema() -> Schema {
         let _ = builder.add_text_field("id", STRING | STORED);
         let _ = builder.add_i64_field("time", numeric.clone());
         let _ = builder.add_u64_field("seq", INDEXED | FAST);
-        for name in ["user", "team", "feature", "model", "served_model", "provider", "replay_of"] {
+        for name in [
+            "user",
+            "team",
+            "feature",
+            "model",
+            "served_model",
+            "provider",
+            "replay_of",
+        ] {
             let _ = builder.add_text_field(name, raw.clone());
         }
         let _ = builder.add_u64_field("status", numeric.clone());
@@ -104,13 +112,14 @@ pub fn build_schema() -> Schema {
 }
 
 impl LogSchema {
-
     /// Look the fields up in an existing index's schema.
     pub fn from_schema(schema: &Schema) -> Result<LogSchema, LogError> {
         let field = |name: &str| {
-            schema
-                .get_field(name)
-                .map_err(|_| LogError::Index(format!("index schema has no field `{name}`; move the old index away")))
+            schema.get_field(name).map_err(|_| {
+                LogError::Index(format!(
+                    "index schema has no field `{name}`; move the old index away"
+                ))
+            })
         };
         Ok(LogSchema {
             schema: schema.clone(),
@@ -258,7 +267,10 @@ pub(crate) enum IndexerCommand {
     /// Index everything durable, commit, reload the reader, then answer.
     Sync(tokio::sync::oneshot::Sender<Result<(), LogError>>),
     /// Run the retention pass now, with this clock (ms), then answer with the deleted count.
-    Retention(i64, tokio::sync::oneshot::Sender<Result<RetentionReport, LogError>>),
+    Retention(
+        i64,
+        tokio::sync::oneshot::Sender<Result<RetentionReport, LogError>>,
+    ),
     /// Index everything durable, commit, and stop.
     Shutdown(tokio::sync::oneshot::Sender<()>),
     /// Stop at once without committing (a simulated crash).
@@ -411,12 +423,16 @@ impl Indexer {
     }
 
     fn add(&mut self, entry: &JournalEntry) -> Result<(), LogError> {
-        let parsed = std::str::from_utf8(&entry.payload)
-            .ok()
-            .and_then(|json| serde_json::from_str::<LogRecord>(json).ok().map(|r| (json, r)));
+        let parsed = std::str::from_utf8(&entry.payload).ok().and_then(|json| {
+            serde_json::from_str::<LogRecord>(json)
+                .ok()
+                .map(|r| (json, r))
+        });
         match parsed {
             Some((json, record)) => {
-                let _ = self.writer.add_document(self.schema.document(&record, json, entry.seq))?;
+                let _ = self
+                    .writer
+                    .add_document(self.schema.document(&record, json, entry.seq))?;
             }
             None => tracing::warn!(seq = entry.seq, "unreadable journal record skipped"),
         }
@@ -448,7 +464,8 @@ impl Indexer {
     fn retention(&mut self, now: i64) -> Result<RetentionReport, LogError> {
         let window_ms = i64::from(self.retention_days) * 86_400_000;
         let cutoff = now.saturating_sub(window_ms);
-        let query = RangeQuery::new_i64_bounds("time".into(), Bound::Unbounded, Bound::Excluded(cutoff));
+        let query =
+            RangeQuery::new_i64_bounds("time".into(), Bound::Unbounded, Bound::Excluded(cutoff));
         let expired = self.reader.searcher().search(&query, &Count)? as u64;
         if expired > 0 {
             let _ = self.writer.delete_query(Box::new(query))?;
@@ -457,8 +474,14 @@ impl Indexer {
         }
         let cutoff_time = SystemTime::UNIX_EPOCH
             + Duration::from_millis(u64::try_from(cutoff).unwrap_or_default());
-        let indexed = self.shared.indexed.lock().map(|p| p.position).unwrap_or_default();
-        let deleted_segments = journal::delete_segments_before(&self.journal_dir, indexed, cutoff_time)?;
+        let indexed = self
+            .shared
+            .indexed
+            .lock()
+            .map(|p| p.position)
+            .unwrap_or_default();
+        let deleted_segments =
+            journal::delete_segments_before(&self.journal_dir, indexed, cutoff_time)?;
         self.shared.retention_runs.fetch_add(1, Ordering::Relaxed);
         Ok(RetentionReport {
             deleted_records: expired,

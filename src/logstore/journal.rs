@@ -29,7 +29,9 @@ const SEGMENT_SUFFIX: &str = ".seg";
 ///
 /// Ordered by segment, then offset. The indexer keeps the position after the last record it
 /// committed in the Tantivy commit payload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Position {
     /// The segment file number (the first segment is 1).
     pub segment: u64,
@@ -39,7 +41,10 @@ pub struct Position {
 
 impl Position {
     /// The start of the journal.
-    pub const START: Position = Position { segment: 1, offset: 0 };
+    pub const START: Position = Position {
+        segment: 1,
+        offset: 0,
+    };
 }
 
 /// One record read back from the journal.
@@ -64,7 +69,11 @@ const fn crc_table() -> [u32; 256] {
         let mut crc = i as u32;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
             bit += 1;
         }
         table[i] = crc;
@@ -111,7 +120,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
     for entry in entries {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(number) = name.strip_suffix(SEGMENT_SUFFIX).and_then(|n| n.parse().ok()) {
+        if let Some(number) = name
+            .strip_suffix(SEGMENT_SUFFIX)
+            .and_then(|n| n.parse().ok())
+        {
             numbers.push(number);
         }
     }
@@ -294,7 +306,9 @@ impl JournalWriter {
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|&len| len <= MAX_RECORD_BYTES)
-            .ok_or_else(|| LogError::BadRequest(format!("record of {} bytes is too large", payload.len())))?;
+            .ok_or_else(|| {
+                LogError::BadRequest(format!("record of {} bytes is too large", payload.len()))
+            })?;
         let size = frame_len(payload.len());
         if self.offset > 0 && self.offset + size > self.segment_bytes {
             self.roll()?;
@@ -573,7 +587,10 @@ mod tests {
         let mut reader = JournalReader::open(tmp.path(), Position::START);
         assert!(reader.next(Some(durable)).unwrap().is_some());
         assert!(reader.next(Some(durable)).unwrap().is_none());
-        assert_eq!(reader.next(Some(writer.end())).unwrap().unwrap().payload, b"2");
+        assert_eq!(
+            reader.next(Some(writer.end())).unwrap().unwrap().payload,
+            b"2"
+        );
     }
 
     #[test]
@@ -589,10 +606,19 @@ mod tests {
         assert!(before.len() >= 3);
         let future = SystemTime::now() + std::time::Duration::from_secs(3600);
         // Nothing is old enough yet.
-        assert_eq!(delete_segments_before(tmp.path(), writer.end(), SystemTime::UNIX_EPOCH).unwrap(), 0);
+        assert_eq!(
+            delete_segments_before(tmp.path(), writer.end(), SystemTime::UNIX_EPOCH).unwrap(),
+            0
+        );
         // Indexed up to the start of segment 3: only 1 and 2 may go.
-        let indexed = Position { segment: 3, offset: 0 };
-        assert_eq!(delete_segments_before(tmp.path(), indexed, future).unwrap(), 2);
+        let indexed = Position {
+            segment: 3,
+            offset: 0,
+        };
+        assert_eq!(
+            delete_segments_before(tmp.path(), indexed, future).unwrap(),
+            2
+        );
         assert_eq!(list_segments(tmp.path()).unwrap().first(), Some(&3));
         // A reader from the start skips the missing segments.
         let entries = read_all(tmp.path(), Position::START, None);

@@ -92,10 +92,14 @@ impl From<tantivy::TantivyError> for LogError {
 impl From<LogError> for GatewayError {
     fn from(err: LogError) -> Self {
         match &err {
-            LogError::BadRequest(_) | LogError::BadQuery(_) => {
-                GatewayError::new(ErrorSource::Client, ErrorCode::InvalidRequest, err.to_string())
+            LogError::BadRequest(_) | LogError::BadQuery(_) => GatewayError::new(
+                ErrorSource::Client,
+                ErrorCode::InvalidRequest,
+                err.to_string(),
+            ),
+            LogError::NotFound(_) => {
+                GatewayError::new(ErrorSource::Client, ErrorCode::NotFound, err.to_string())
             }
-            LogError::NotFound(_) => GatewayError::new(ErrorSource::Client, ErrorCode::NotFound, err.to_string()),
             _ => GatewayError::internal(err.to_string()),
         }
     }
@@ -107,7 +111,9 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// State the writer, the indexer and the API share.
@@ -147,7 +153,10 @@ impl Shared {
         *lock(&self.indexed) = payload;
         self.last_commit_ms.store(now_ms(), Ordering::Relaxed);
         let mut batches = self.lock_batches();
-        while batches.get(1).is_some_and(|&(first, _)| first <= payload.seq + 1) {
+        while batches
+            .get(1)
+            .is_some_and(|&(first, _)| first <= payload.seq + 1)
+        {
             let _ = batches.pop_front();
         }
     }
@@ -167,7 +176,9 @@ pub struct LogStore {
 
 impl std::fmt::Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogStore").field("journal_dir", &self.journal_dir).finish()
+        f.debug_struct("LogStore")
+            .field("journal_dir", &self.journal_dir)
+            .finish()
     }
 }
 
@@ -196,12 +207,18 @@ impl LogSender {
         match self.tx.try_send(WriterMsg::Record(Box::new(record))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(message)) => {
-                self.shared.backpressure_waits.fetch_add(1, Ordering::Relaxed);
-                if let Err(mpsc::error::SendError(WriterMsg::Record(record))) = self.tx.send(message).await {
+                self.shared
+                    .backpressure_waits
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Err(mpsc::error::SendError(WriterMsg::Record(record))) =
+                    self.tx.send(message).await
+                {
                     self.drop_record(&record.id);
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(WriterMsg::Record(record))) => self.drop_record(&record.id),
+            Err(mpsc::error::TrySendError::Closed(WriterMsg::Record(record))) => {
+                self.drop_record(&record.id)
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
@@ -215,7 +232,10 @@ impl LogSender {
 impl LogStore {
     /// Open (or create) the log under `cfg.dir`, recover the journal, and start the writer
     /// and indexer threads. `extra_redact` is the policy's `redact(text)` hook.
-    pub fn open(cfg: &LogsConfig, extra_redact: Option<RedactHook>) -> Result<Arc<LogStore>, LogError> {
+    pub fn open(
+        cfg: &LogsConfig,
+        extra_redact: Option<RedactHook>,
+    ) -> Result<Arc<LogStore>, LogError> {
         let problems = cfg.problems();
         if !problems.is_empty() {
             return Err(LogError::Config(problems.join("; ")));
@@ -234,7 +254,10 @@ impl LogStore {
             );
             start.position = journal.end();
         }
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
         let index_writer = indexer::index_writer(&index)?;
 
         let last_seq = journal.next_seq().saturating_sub(1);
@@ -310,7 +333,10 @@ impl LogStore {
     /// searches (forces a commit; for tests, replay and operators, not the request path).
     pub async fn sync(&self) -> Result<(), LogError> {
         let (reply, done) = oneshot::channel();
-        self.tx.send(WriterMsg::Flush(reply)).await.map_err(|_| LogError::Closed)?;
+        self.tx
+            .send(WriterMsg::Flush(reply))
+            .await
+            .map_err(|_| LogError::Closed)?;
         done.await.map_err(|_| LogError::Closed)??;
         let (reply, done) = oneshot::channel();
         self.indexer_tx
@@ -348,7 +374,9 @@ impl LogStore {
                 .take_while(|&&(first, _)| first <= indexed_records + 1)
                 .last()
                 .or(batches.front());
-            oldest.map(|&(_, at)| now_ms().saturating_sub(at).max(0)).unwrap_or(0)
+            oldest
+                .map(|&(_, at)| now_ms().saturating_sub(at).max(0))
+                .unwrap_or(0)
         };
         let last_commit = self.shared.last_commit_ms.load(Ordering::Relaxed);
         let last_commit_at = (last_commit > 0)
@@ -381,7 +409,11 @@ impl LogStore {
             let _ = done.await;
         }
         let (reply, done) = oneshot::channel();
-        if self.indexer_tx.send(IndexerCommand::Shutdown(reply)).is_ok() {
+        if self
+            .indexer_tx
+            .send(IndexerCommand::Shutdown(reply))
+            .is_ok()
+        {
             let _ = done.await;
         }
         let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();

@@ -15,7 +15,7 @@ use super::record::LogRecord;
 use super::LogError;
 use crate::canonical::{ContentPart, ImageSource};
 use crate::config::RedactConfig;
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -37,6 +37,8 @@ struct Detector {
 /// from many threads.
 pub struct Redactor {
     detectors: Vec<Detector>,
+    /// All detector regexes in one automaton: one pass says which detectors can match.
+    any: RegexSet,
     hook: Option<RedactHook>,
 }
 
@@ -49,27 +51,34 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
-const EMAIL: &str = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}";
-const PHONE_INTL: &str = r"\+[1-9]\d{0,2}(?:[ .\-]?\(?\d{1,5}\)?){1,6}";
-const PHONE_US: &str = r"(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b";
-const PHONE_NATIONAL: &str = r"\b0\d{1,4}(?:[ .\-/]\d{2,8}){1,4}\b";
-const CARD: &str = r"\b\d(?:[ \-]?\d){12,18}\b";
-const IBAN: &str = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b";
-const SSN: &str = r"\b\d{3}-\d{2}-\d{4}\b";
-const IPV4: &str = r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b";
-const IPV6: &str = r"(?i)(?:[0-9a-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f]{1,4})?";
+const EMAIL: &str = r"(?-u)[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}";
+const PHONE_INTL: &str = r"(?-u)\+[1-9]\d{0,2}(?:[ .\-]?\(?\d{1,5}\)?){1,6}";
+const PHONE_US: &str = r"(?-u)(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b";
+const PHONE_NATIONAL: &str = r"(?-u)\b0\d{1,4}(?:[ .\-/]\d{2,8}){1,4}\b";
+const CARD: &str = r"(?-u)\b\d(?:[ \-]?\d){12,18}\b";
+const IBAN: &str = r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b";
+const SSN: &str = r"(?-u)\b\d{3}-\d{2}-\d{4}\b";
+const IPV4: &str =
+    r"(?-u)\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b";
+const IPV6: &str = r"(?i-u)(?:[0-9a-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f]{1,4})?";
 const SECRET_PATTERNS: &[(&str, Option<Check>)] = &[
     (
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+        r"(?s)-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
         None,
     ),
-    (r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*", Some(check_bearer)),
-    (r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*", None),
-    (r"\bsk-[A-Za-z0-9_\-]{20,}", Some(check_sk_key)),
-    (r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", None),
-    (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", None),
-    (r"\bxox[abprs]-[A-Za-z0-9\-]{10,}", None),
-    (r"\bAIza[0-9A-Za-z_\-]{35}", None),
+    (
+        r"(?i-u)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*",
+        Some(check_bearer),
+    ),
+    (
+        r"(?-u)\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
+        None,
+    ),
+    (r"(?-u)\bsk-[A-Za-z0-9_\-]{20,}", Some(check_sk_key)),
+    (r"(?-u)\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", None),
+    (r"(?-u)\bgh[pousr]_[A-Za-z0-9]{30,}\b", None),
+    (r"(?-u)\bxox[abprs]-[A-Za-z0-9\-]{10,}", None),
+    (r"(?-u)\bAIza[0-9A-Za-z_\-]{35}", None),
 ];
 
 impl Redactor {
@@ -77,18 +86,24 @@ impl Redactor {
     /// operator regex (config validation reports those first).
     pub fn new(config: &RedactConfig) -> Result<Redactor, LogError> {
         let mut detectors = Vec::new();
-        let mut add = |pattern: &str, placeholder: &str, check: Option<Check>| -> Result<(), LogError> {
-            let regex = Regex::new(pattern)
-                .map_err(|err| LogError::Config(format!("redaction pattern `{placeholder}`: {err}")))?;
-            detectors.push(Detector {
-                regex,
-                placeholder: placeholder.to_string(),
-                check,
-            });
-            Ok(())
-        };
+        let mut add =
+            |pattern: &str, placeholder: &str, check: Option<Check>| -> Result<(), LogError> {
+                let regex = Regex::new(pattern).map_err(|err| {
+                    LogError::Config(format!("redaction pattern `{placeholder}`: {err}"))
+                })?;
+                detectors.push(Detector {
+                    regex,
+                    placeholder: placeholder.to_string(),
+                    check,
+                });
+                Ok(())
+            };
         for pattern in &config.patterns {
-            add(&pattern.regex, &format!("[REDACTED:{}]", pattern.name), None)?;
+            add(
+                &pattern.regex,
+                &format!("[REDACTED:{}]", pattern.name),
+                None,
+            )?;
         }
         // Order matters: secrets hold digit runs, emails hold dots, IBANs hold card-like
         // digits, and phone formats are the loosest, so they go last.
@@ -118,8 +133,11 @@ impl Redactor {
             add(PHONE_US, "[PHONE]", Some(check_phone_us))?;
             add(PHONE_NATIONAL, "[PHONE]", Some(check_phone_national))?;
         }
+        let any = RegexSet::new(detectors.iter().map(|d| d.regex.as_str()))
+            .map_err(|err| LogError::Config(format!("redaction patterns: {err}")))?;
         Ok(Redactor {
             detectors,
+            any,
             hook: None,
         })
     }
@@ -133,7 +151,13 @@ impl Redactor {
     /// The text with every find replaced by its placeholder; borrowed when nothing matched.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut current = Cow::Borrowed(text);
-        for detector in &self.detectors {
+        // Placeholders are bracketed words, so a replacement never creates a new find:
+        // one pass over the input says which detectors can match at all.
+        let candidates = self.any.matches(text);
+        for (i, detector) in self.detectors.iter().enumerate() {
+            if !candidates.matched(i) {
+                continue;
+            }
             if let Some(replaced) = apply(detector, &current) {
                 current = Cow::Owned(replaced);
             }
@@ -268,7 +292,17 @@ pub fn luhn_valid(number: &[u32]) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
         .sum();
     sum % 10 == 0
 }
@@ -342,7 +376,9 @@ fn check_ipv4(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
 
 fn check_ipv6(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let found = text.get(start..end)?;
-    let glued = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == ':');
+    let glued = |c: Option<char>| {
+        c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == ':')
+    };
     if glued(char_before(text, start)) || continues_number(text, end) {
         return None;
     }
@@ -352,7 +388,10 @@ fn check_ipv6(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     if !found.chars().any(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    found.parse::<std::net::Ipv6Addr>().ok().map(|_| (start, end))
+    found
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(|_| (start, end))
 }
 
 fn check_sk_key(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
@@ -391,8 +430,10 @@ fn starts_like_date(found: &str) -> bool {
     let mut parts = found.split(['.', '/', '-']);
     let (a, b, c) = (parts.next(), parts.next(), parts.next());
     let len = |p: Option<&str>| p.map(|p| p.chars().take_while(char::is_ascii_digit).count());
-    matches!((len(a), len(b), len(c)), (Some(1..=2), Some(1..=2), Some(2..=4)))
-        && b.is_some_and(|b| b.chars().all(|c| c.is_ascii_digit()))
+    matches!(
+        (len(a), len(b), len(c)),
+        (Some(1..=2), Some(1..=2), Some(2..=4))
+    ) && b.is_some_and(|b| b.chars().all(|c| c.is_ascii_digit()))
 }
 
 fn check_phone_national(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {

@@ -24,7 +24,10 @@ fn clean_text_is_borrowed_unchanged() {
 
 #[test]
 fn emails_are_masked() {
-    assert_eq!(redact("mail jane.doe+x@example.co.uk now"), "mail [EMAIL] now");
+    assert_eq!(
+        redact("mail jane.doe+x@example.co.uk now"),
+        "mail [EMAIL] now"
+    );
     assert_eq!(redact("<bob@mail-server.io>"), "<[EMAIL]>");
 }
 
@@ -64,7 +67,12 @@ fn dates_times_and_small_numbers_are_not_phones() {
 
 #[test]
 fn an_order_number_is_not_redacted() {
-    for text in ["order #100234987 shipped", "ORD-2024-000123", "ticket 4021-77 closed", "invoice 2024-0042"] {
+    for text in [
+        "order #100234987 shipped",
+        "ORD-2024-000123",
+        "ticket 4021-77 closed",
+        "invoice 2024-0042",
+    ] {
         assert_eq!(redact(text), text);
     }
 }
@@ -85,7 +93,11 @@ fn luhn_valid_cards_with_separators_are_masked() {
 
 #[test]
 fn a_luhn_invalid_sixteen_digit_number_stays() {
-    for text in ["ref 4111 1111 1111 1112", "ref 1234567812345678", "ref 1234 5678 9012 3456"] {
+    for text in [
+        "ref 4111 1111 1111 1112",
+        "ref 1234567812345678",
+        "ref 1234 5678 9012 3456",
+    ] {
         assert_eq!(redact(text), text);
     }
 }
@@ -101,7 +113,10 @@ fn epoch_milliseconds_are_not_cards() {
 
 #[test]
 fn ibans_with_valid_check_digits_are_masked() {
-    assert_eq!(redact("IBAN DE89 3704 0044 0532 0130 00 please"), "IBAN [IBAN] please");
+    assert_eq!(
+        redact("IBAN DE89 3704 0044 0532 0130 00 please"),
+        "IBAN [IBAN] please"
+    );
     assert_eq!(redact("to GB82WEST12345698765432."), "to [IBAN].");
     assert_eq!(redact("FR14 2004 1010 0505 0001 3M02 606"), "[IBAN]");
 }
@@ -115,14 +130,22 @@ fn an_iban_with_wrong_check_digits_stays() {
 #[test]
 fn ssns_are_masked_but_invalid_areas_stay() {
     assert_eq!(redact("ssn 123-45-6789."), "ssn [SSN].");
-    for text in ["id 000-12-3456", "id 666-12-3456", "id 912-12-3456", "id 123-00-4567"] {
+    for text in [
+        "id 000-12-3456",
+        "id 666-12-3456",
+        "id 912-12-3456",
+        "id 123-00-4567",
+    ] {
         assert_eq!(redact(text), text);
     }
 }
 
 #[test]
 fn ip_addresses_are_masked() {
-    assert_eq!(redact("from 192.168.1.20 and 8.8.8.8"), "from [IP] and [IP]");
+    assert_eq!(
+        redact("from 192.168.1.20 and 8.8.8.8"),
+        "from [IP] and [IP]"
+    );
     assert_eq!(redact("v6 2001:db8::1 here"), "v6 [IP] here");
     assert_eq!(redact("host fe80::1ff:fe23:4567:890a."), "host [IP].");
     assert_eq!(
@@ -189,7 +212,10 @@ fn detectors_can_be_switched_off() {
         ..RedactConfig::default()
     };
     let redactor = Redactor::new(&config).unwrap();
-    assert_eq!(redactor.redact("a@b.com 10.0.0.1 123-45-6789"), "a@b.com 10.0.0.1 [SSN]");
+    assert_eq!(
+        redactor.redact("a@b.com 10.0.0.1 123-45-6789"),
+        "a@b.com 10.0.0.1 [SSN]"
+    );
 }
 
 #[test]
@@ -222,7 +248,8 @@ fn a_bad_operator_pattern_is_a_config_error() {
 fn the_policy_hook_runs_after_the_built_ins() {
     let hook: RedactHook = Arc::new(|text: &str| {
         assert!(!text.contains('@'), "built-ins ran first");
-        text.contains("Project Falcon").then(|| text.replace("Project Falcon", "[CODENAME]"))
+        text.contains("Project Falcon")
+            .then(|| text.replace("Project Falcon", "[CODENAME]"))
     });
     let redactor = redactor().with_hook(Some(hook));
     assert_eq!(
@@ -275,11 +302,24 @@ fn every_free_text_place_of_a_record_is_redacted() {
 
     DEFAULT.redact_record(&mut record);
     let json = serde_json::to_string(&record).unwrap();
-    for raw in ["a@b.com", "iVBOR", "4111", "c@d.net", "e@f.com", "10.1.2.3", "sk-abc", "g@h.com", "abcdefghijkl123"] {
+    for raw in [
+        "a@b.com",
+        "iVBOR",
+        "4111",
+        "c@d.net",
+        "e@f.com",
+        "10.1.2.3",
+        "sk-abc",
+        "g@h.com",
+        "abcdefghijkl123",
+    ] {
         assert!(!json.contains(raw), "{raw} survived in {json}");
     }
     for placeholder in ["[EMAIL]", "[IMAGE]", "[CARD]", "[IP]", "[SECRET]"] {
-        assert!(json.contains(placeholder), "{placeholder} missing in {json}");
+        assert!(
+            json.contains(placeholder),
+            "{placeholder} missing in {json}"
+        );
     }
 }
 
@@ -291,7 +331,10 @@ fn luhn_card(first: u32, body: &[u32], len: usize) -> String {
         let mut candidate = number.clone();
         candidate.push(check);
         if luhn_valid(&candidate) {
-            return candidate.iter().map(|d| char::from_digit(*d, 10).unwrap()).collect();
+            return candidate
+                .iter()
+                .map(|d| char::from_digit(*d, 10).unwrap())
+                .collect();
         }
     }
     unreachable!("one check digit always fits")

@@ -24,7 +24,9 @@ use tantivy::query::{
     AllQuery, BooleanQuery, Occur, Query, QueryParser, QueryParserError, RangeQuery, TermQuery,
 };
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::{DocAddress, DocId, Searcher, SegmentReader, SnippetGenerator, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, DocId, Searcher, SegmentReader, SnippetGenerator, TantivyDocument, Term,
+};
 
 /// Hits per page when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 20;
@@ -94,25 +96,35 @@ impl SearchParams {
                 continue;
             }
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = percent_decode(raw_key).map_err(|_| bad("query string", "bad percent-encoding"))?;
+            let key =
+                percent_decode(raw_key).map_err(|_| bad("query string", "bad percent-encoding"))?;
             let value = percent_decode(raw_value).map_err(|_| bad(&key, "bad percent-encoding"))?;
             if value.trim().is_empty() {
                 continue;
             }
             match key.as_str() {
                 "q" => params.q = Some(value),
-                "from" => params.from = Some(parse_time(&value).ok_or_else(|| bad("from", TIME_HINT))?),
+                "from" => {
+                    params.from = Some(parse_time(&value).ok_or_else(|| bad("from", TIME_HINT))?)
+                }
                 "to" => params.to = Some(parse_time(&value).ok_or_else(|| bad("to", TIME_HINT))?),
                 "model" => params.model = Some(value),
                 "user" => params.user = Some(value),
                 "feature" => params.feature = Some(value),
                 "status" => {
-                    let status = value.trim().parse::<u16>().ok().filter(|s| (100..=599).contains(s));
-                    params.status = Some(status.ok_or_else(|| bad("status", "must be an HTTP status code"))?);
+                    let status = value
+                        .trim()
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|s| (100..=599).contains(s));
+                    params.status =
+                        Some(status.ok_or_else(|| bad("status", "must be an HTTP status code"))?);
                 }
                 "limit" => {
                     let limit = value.trim().parse::<usize>().ok().filter(|&l| l > 0);
-                    params.limit = limit.ok_or_else(|| bad("limit", "must be a positive integer"))?.min(MAX_LIMIT);
+                    params.limit = limit
+                        .ok_or_else(|| bad("limit", "must be a positive integer"))?
+                        .min(MAX_LIMIT);
                 }
                 "cursor" => params.cursor = Some(value),
                 "sort" => {
@@ -134,7 +146,8 @@ impl SearchParams {
     }
 }
 
-const TIME_HINT: &str = "must be RFC 3339 (2024-05-01T12:00:00Z), a date (2024-05-01) or epoch milliseconds";
+const TIME_HINT: &str =
+    "must be RFC 3339 (2024-05-01T12:00:00Z), a date (2024-05-01) or epoch milliseconds";
 
 fn bad(param: &str, reason: &str) -> LogError {
     LogError::BadRequest(format!("parameter `{param}`: {reason}"))
@@ -178,7 +191,8 @@ fn parse_time(text: &str) -> Option<i64> {
         .map(|time| time.and_utc().timestamp_millis())
 }
 
-const TIMESTAMP: &str = r"\d{4}-\d{2}-\d{2}(?:[Tt]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[Zz]|[+\-]\d{2}:\d{2})?)?";
+const TIMESTAMP: &str =
+    r"\d{4}-\d{2}-\d{2}(?:[Tt]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[Zz]|[+\-]\d{2}:\d{2})?)?";
 
 static TIME_CLAUSE: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(&format!(
@@ -202,7 +216,13 @@ fn rewrite_time_clauses(q: &str) -> std::borrow::Cow<'_, str> {
         };
         let part = |name: &str| caps.name(name).map(|m| m.as_str()).unwrap_or("");
         if caps.name("open").is_some() {
-            format!("time:{}{} TO {}{}", part("open"), ms("lo"), ms("hi"), part("close"))
+            format!(
+                "time:{}{} TO {}{}",
+                part("open"),
+                ms("lo"),
+                ms("hi"),
+                part("close")
+            )
         } else {
             format!("time:{}{}", part("op"), ms("at"))
         }
@@ -300,7 +320,10 @@ struct NewestFirstSegment {
 impl CustomScorer<Option<SortKey>> for NewestFirst {
     type Child = NewestFirstSegment;
 
-    fn segment_scorer(&self, segment_reader: &SegmentReader) -> tantivy::Result<NewestFirstSegment> {
+    fn segment_scorer(
+        &self,
+        segment_reader: &SegmentReader,
+    ) -> tantivy::Result<NewestFirstSegment> {
         Ok(NewestFirstSegment {
             time: segment_reader.fast_fields().i64("time")?,
             seq: segment_reader.fast_fields().u64("seq")?,
@@ -327,12 +350,17 @@ impl LogStore {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let mut text_query: Option<Box<dyn Query>> = None;
         if let Some(q) = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            let mut parser = QueryParser::for_index(&self.index, vec![fields.input, fields.output, fields.error]);
+            let mut parser = QueryParser::for_index(
+                &self.index,
+                vec![fields.input, fields.output, fields.error],
+            );
             parser.set_conjunction_by_default();
             let q = rewrite_time_clauses(q);
             let parsed = match parser.parse_query(&q) {
                 // `-weather` alone means everything but weather.
-                Err(QueryParserError::AllButQueryForbidden) => parser.parse_query(&format!("* {q}")),
+                Err(QueryParserError::AllButQueryForbidden) => {
+                    parser.parse_query(&format!("* {q}"))
+                }
                 other => other,
             }
             .map_err(|err| LogError::BadQuery(err.to_string()))?;
@@ -343,11 +371,18 @@ impl LogStore {
             let bound = |value: Option<i64>| value.map_or(Bound::Unbounded, Bound::Included);
             clauses.push((
                 Occur::Must,
-                Box::new(RangeQuery::new_i64_bounds("time".into(), bound(params.from), bound(params.to))),
+                Box::new(RangeQuery::new_i64_bounds(
+                    "time".into(),
+                    bound(params.from),
+                    bound(params.to),
+                )),
             ));
         }
         let term = |field, value: &str| -> Box<dyn Query> {
-            Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
         };
         if let Some(model) = &params.model {
             let either = BooleanQuery::new(vec![
@@ -364,7 +399,10 @@ impl LogStore {
         }
         if let Some(status) = params.status {
             let status = Term::from_field_u64(fields.status, u64::from(status));
-            clauses.push((Occur::Must, Box::new(TermQuery::new(status, IndexRecordOption::Basic))));
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(status, IndexRecordOption::Basic)),
+            ));
         }
         let query: Box<dyn Query> = if clauses.is_empty() {
             Box::new(AllQuery)
@@ -374,7 +412,9 @@ impl LogStore {
 
         let searcher = self.reader.searcher();
         let total = searcher.search(&query, &Count)?;
-        let (found, next_cursor): (Vec<(DocAddress, Option<f32>)>, Option<String>) = match params.sort {
+        let (found, next_cursor): (Vec<(DocAddress, Option<f32>)>, Option<String>) = match params
+            .sort
+        {
             SearchSort::Newest => {
                 let before = params.cursor.as_deref().map(newest_cursor).transpose()?;
                 let collector = TopDocs::with_limit(limit + 1).custom_score(NewestFirst { before });
@@ -389,14 +429,28 @@ impl LogStore {
                     .last()
                     .filter(|_| more)
                     .map(|((time, seq), _)| encode_cursor(&format!("t:{time}:{seq}")));
-                (top.into_iter().map(|(_, address)| (address, None)).collect(), next)
+                (
+                    top.into_iter()
+                        .map(|(_, address)| (address, None))
+                        .collect(),
+                    next,
+                )
             }
             SearchSort::Score => {
-                let offset = params.cursor.as_deref().map(offset_cursor).transpose()?.unwrap_or(0);
-                let top = searcher.search(&query, &TopDocs::with_limit(limit + 1).and_offset(offset))?;
+                let offset = params
+                    .cursor
+                    .as_deref()
+                    .map(offset_cursor)
+                    .transpose()?
+                    .unwrap_or(0);
+                let top =
+                    searcher.search(&query, &TopDocs::with_limit(limit + 1).and_offset(offset))?;
                 let more = top.len() > limit;
                 let next = more.then(|| encode_cursor(&format!("o:{}", offset + limit)));
-                let hits = top.into_iter().take(limit).map(|(score, address)| (address, Some(score)));
+                let hits = top
+                    .into_iter()
+                    .take(limit)
+                    .map(|(score, address)| (address, Some(score)));
                 (hits.collect(), next)
             }
         };
@@ -433,7 +487,10 @@ impl LogStore {
     /// The whole stored (redacted) record with this id, if it is indexed.
     pub fn get(&self, id: &str) -> Result<Option<serde_json::Value>, LogError> {
         let searcher = self.reader.searcher();
-        let query = TermQuery::new(Term::from_field_text(self.schema.id, id), IndexRecordOption::Basic);
+        let query = TermQuery::new(
+            Term::from_field_text(self.schema.id, id),
+            IndexRecordOption::Basic,
+        );
         let top = searcher.search(&query, &TopDocs::with_limit(1))?;
         match top.first() {
             Some(&(_, address)) => self.stored_record(&searcher, address),
@@ -441,9 +498,16 @@ impl LogStore {
         }
     }
 
-    fn stored_record(&self, searcher: &Searcher, address: DocAddress) -> Result<Option<serde_json::Value>, LogError> {
+    fn stored_record(
+        &self,
+        searcher: &Searcher,
+        address: DocAddress,
+    ) -> Result<Option<serde_json::Value>, LogError> {
         let doc: TantivyDocument = searcher.doc(address)?;
-        match doc.get_first(self.schema.record).and_then(|value| value.as_str()) {
+        match doc
+            .get_first(self.schema.record)
+            .and_then(|value| value.as_str())
+        {
             Some(json) => Ok(Some(serde_json::from_str(json)?)),
             None => Ok(None),
         }
@@ -468,10 +532,17 @@ fn highlighted(generator: &SnippetGenerator, text: &str) -> Option<String> {
 /// The hit fields, read leniently from the stored JSON.
 fn summary(json: &serde_json::Value) -> SearchHit {
     let text = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_string);
-    let number = |key: &str| json.get(key).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    let number = |key: &str| {
+        json.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
     SearchHit {
         id: text("id").unwrap_or_default(),
-        time: json.get("started_ms").and_then(serde_json::Value::as_i64).unwrap_or(0),
+        time: json
+            .get("started_ms")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0),
         started_at: text("started_at").unwrap_or_default(),
         model: text("requested_model").unwrap_or_default(),
         served_model: text("served_model"),
@@ -496,7 +567,10 @@ mod tests {
 
     #[test]
     fn query_strings_are_percent_decoded() {
-        let params = SearchParams::from_query("q=hello+world%21&model=gpt-4o-mini&status=500&limit=500&sort=score").unwrap();
+        let params = SearchParams::from_query(
+            "q=hello+world%21&model=gpt-4o-mini&status=500&limit=500&sort=score",
+        )
+        .unwrap();
         assert_eq!(params.q.as_deref(), Some("hello world!"));
         assert_eq!(params.model.as_deref(), Some("gpt-4o-mini"));
         assert_eq!(params.status, Some(500));
@@ -506,10 +580,12 @@ mod tests {
 
     #[test]
     fn from_and_to_accept_rfc3339_dates_and_epoch_ms() {
-        let params = SearchParams::from_query("from=2024-05-01T00:00:00Z&to=1714608000000").unwrap();
+        let params =
+            SearchParams::from_query("from=2024-05-01T00:00:00Z&to=1714608000000").unwrap();
         assert_eq!(params.from, Some(1_714_521_600_000));
         assert_eq!(params.to, Some(1_714_608_000_000));
-        let params = SearchParams::from_query("from=2024-05-01&to=2024-05-01T12:00:00%2B02:00").unwrap();
+        let params =
+            SearchParams::from_query("from=2024-05-01&to=2024-05-01T12:00:00%2B02:00").unwrap();
         assert_eq!(params.from, Some(1_714_521_600_000));
         assert_eq!(params.to, Some(1_714_557_600_000));
     }
@@ -535,7 +611,13 @@ mod tests {
     #[test]
     fn empty_and_unknown_parameters_are_ignored() {
         let params = SearchParams::from_query("?q=&model=&foo=bar&&limit=5").unwrap();
-        assert_eq!(params, SearchParams { limit: 5, ..SearchParams::default() });
+        assert_eq!(
+            params,
+            SearchParams {
+                limit: 5,
+                ..SearchParams::default()
+            }
+        );
     }
 
     #[test]
@@ -544,7 +626,10 @@ mod tests {
             rewrite_time_clauses("error time:[2024-05-01T00:00:00Z TO *] status:500"),
             "error time:[1714521600000 TO *] status:500"
         );
-        assert_eq!(rewrite_time_clauses("time:>=2024-05-01"), "time:>=1714521600000");
+        assert_eq!(
+            rewrite_time_clauses("time:>=2024-05-01"),
+            "time:>=1714521600000"
+        );
         assert_eq!(rewrite_time_clauses("time:>1000"), "time:>1000");
     }
 

@@ -74,7 +74,9 @@ fn config(dir: &Path) -> LogsConfig {
 }
 
 fn query(store: &LogStore, query_string: &str) -> SearchResults {
-    store.search(&SearchParams::from_query(query_string).unwrap()).unwrap()
+    store
+        .search(&SearchParams::from_query(query_string).unwrap())
+        .unwrap()
 }
 
 fn ids(results: &SearchResults) -> Vec<String> {
@@ -131,7 +133,14 @@ async fn planted_secrets_are_searchable_by_harmless_words_but_never_on_disk() {
     let prompt = format!("Please check my invoice. Mail {email}, card {card}, api key {key}.");
     let mut planted = record("planted", BASE_MS, &prompt);
     planted.output_text = format!("I emailed {email} about the invoice");
-    submit_all(&store, [planted, record("other", BASE_MS, "unrelated weather question")]).await;
+    submit_all(
+        &store,
+        [
+            planted,
+            record("other", BASE_MS, "unrelated weather question"),
+        ],
+    )
+    .await;
     store.sync().await.unwrap();
 
     let results = query(&store, "q=invoice");
@@ -142,7 +151,10 @@ async fn planted_secrets_are_searchable_by_harmless_words_but_never_on_disk() {
 
     let stored = store.get("planted").unwrap().unwrap().to_string();
     for placeholder in ["[EMAIL]", "[CARD]", "[SECRET]"] {
-        assert!(stored.contains(placeholder), "{placeholder} missing: {stored}");
+        assert!(
+            stored.contains(placeholder),
+            "{placeholder} missing: {stored}"
+        );
     }
     store.shutdown().await;
 
@@ -182,14 +194,29 @@ async fn field_filters_and_field_queries_select_matching_records() {
     assert_eq!(ids(&query(&store, "user=bob")), ["other-model"]);
     assert_eq!(ids(&query(&store, "feature=search")), ["other-model"]);
     // `model` matches the requested or the served model.
-    assert_eq!(ids(&query(&store, "model=gpt-4o-mini")), ["fallback", "slow-failure"]);
     assert_eq!(
-        ids(&query(&store, "q=model:gpt-4o-mini%20status:500%20latency_ms:>1000")),
+        ids(&query(&store, "model=gpt-4o-mini")),
+        ["fallback", "slow-failure"]
+    );
+    assert_eq!(
+        ids(&query(
+            &store,
+            "q=model:gpt-4o-mini%20status:500%20latency_ms:>1000"
+        )),
         ["slow-failure"]
     );
-    assert_eq!(ids(&query(&store, "q=served_model:gpt-4o-mini model:claude-haiku")), ["fallback"]);
+    assert_eq!(
+        ids(&query(
+            &store,
+            "q=served_model:gpt-4o-mini model:claude-haiku"
+        )),
+        ["fallback"]
+    );
     assert_eq!(ids(&query(&store, "q=timeout")), ["slow-failure"]);
-    assert_eq!(ids(&query(&store, "q=summarise&user=alice")), ["slow-failure"]);
+    assert_eq!(
+        ids(&query(&store, "q=summarise&user=alice")),
+        ["slow-failure"]
+    );
     assert_eq!(query(&store, "q=summarise").total, 2);
     store.shutdown().await;
 }
@@ -210,7 +237,10 @@ async fn time_ranges_filter_by_request_start() {
     assert_eq!(ids(&results), ["day2", "day1"]);
     let results = query(&store, &format!("from={}", BASE_MS + 3 * DAY_MS));
     assert_eq!(ids(&results), ["day4", "day3"]);
-    let results = query(&store, "q=time:%5B2024-05-02T00:00:00Z%20TO%202024-05-03T00:00:00Z%5D");
+    let results = query(
+        &store,
+        "q=time:%5B2024-05-02T00:00:00Z%20TO%202024-05-03T00:00:00Z%5D",
+    );
     assert_eq!(ids(&results), ["day2", "day1"]);
     let results = query(&store, &format!("q=hello time:<{}", BASE_MS + DAY_MS));
     assert_eq!(ids(&results), ["day0"]);
@@ -230,7 +260,10 @@ async fn phrase_queries_respect_word_order() {
     )
     .await;
     store.sync().await.unwrap();
-    assert_eq!(ids(&query(&store, "q=%22quick%20brown%20fox%22")), ["ordered"]);
+    assert_eq!(
+        ids(&query(&store, "q=%22quick%20brown%20fox%22")),
+        ["ordered"]
+    );
     assert_eq!(query(&store, "q=quick brown fox").total, 2);
     store.shutdown().await;
 }
@@ -241,13 +274,24 @@ async fn pagination_visits_every_record_once_in_both_sorts() {
     let store = LogStore::open(&config(tmp.path()), None).unwrap();
     // Groups of three share a start time, so the tie-break matters.
     let records: Vec<LogRecord> = (0..57)
-        .map(|i| record(&format!("r{i:02}"), BASE_MS + (i / 3) * 1000, "paged request"))
+        .map(|i| {
+            record(
+                &format!("r{i:02}"),
+                BASE_MS + (i / 3) * 1000,
+                "paged request",
+            )
+        })
         .collect();
     let expected: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
     submit_all(&store, records).await;
     store.sync().await.unwrap();
 
-    for base in ["limit=10", "limit=10&q=paged", "limit=10&sort=score&q=paged", "limit=10&sort=score"] {
+    for base in [
+        "limit=10",
+        "limit=10&q=paged",
+        "limit=10&sort=score&q=paged",
+        "limit=10&sort=score",
+    ] {
         let seen = all_pages(&store, base);
         assert_eq!(seen.len(), 57, "{base}");
         let unique: HashSet<String> = seen.iter().cloned().collect();
@@ -264,13 +308,20 @@ async fn pagination_visits_every_record_once_in_both_sorts() {
 async fn new_records_do_not_shift_newest_first_pages() {
     let tmp = tempfile::tempdir().unwrap();
     let store = LogStore::open(&config(tmp.path()), None).unwrap();
-    submit_all(&store, (0..6).map(|i| record(&format!("r{i}"), BASE_MS + i, "x"))).await;
+    submit_all(
+        &store,
+        (0..6).map(|i| record(&format!("r{i}"), BASE_MS + i, "x")),
+    )
+    .await;
     store.sync().await.unwrap();
     let first = query(&store, "limit=3");
     assert_eq!(ids(&first), ["r5", "r4", "r3"]);
     submit_all(&store, [record("late", BASE_MS + 100, "x")]).await;
     store.sync().await.unwrap();
-    let second = query(&store, &format!("limit=3&cursor={}", first.next_cursor.unwrap()));
+    let second = query(
+        &store,
+        &format!("limit=3&cursor={}", first.next_cursor.unwrap()),
+    );
     assert_eq!(ids(&second), ["r2", "r1", "r0"]);
     assert_eq!(second.next_cursor, None);
     store.shutdown().await;
@@ -305,7 +356,11 @@ async fn a_crash_after_fsync_loses_nothing() {
     cfg.commit_interval_ms = 600_000;
     cfg.commit_every_records = 1_000_000;
     let store = LogStore::open(&cfg, None).unwrap();
-    submit_all(&store, (0..40).map(|i| record(&format!("c{i}"), BASE_MS + i, "crash test"))).await;
+    submit_all(
+        &store,
+        (0..40).map(|i| record(&format!("c{i}"), BASE_MS + i, "crash test")),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     store.simulate_crash();
     drop(store);
@@ -325,9 +380,17 @@ async fn a_crash_between_commits_indexes_nothing_twice() {
     cfg.commit_interval_ms = 600_000;
     cfg.commit_every_records = 1_000_000;
     let store = LogStore::open(&cfg, None).unwrap();
-    submit_all(&store, (0..25).map(|i| record(&format!("a{i}"), BASE_MS + i, "twice"))).await;
+    submit_all(
+        &store,
+        (0..25).map(|i| record(&format!("a{i}"), BASE_MS + i, "twice")),
+    )
+    .await;
     store.sync().await.unwrap();
-    submit_all(&store, (0..15).map(|i| record(&format!("b{i}"), BASE_MS + 100 + i, "twice"))).await;
+    submit_all(
+        &store,
+        (0..15).map(|i| record(&format!("b{i}"), BASE_MS + 100 + i, "twice")),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     store.simulate_crash();
     drop(store);
@@ -345,10 +408,17 @@ async fn a_clean_shutdown_and_reopen_keeps_every_record_once() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path());
     let store = LogStore::open(&cfg, None).unwrap();
-    submit_all(&store, (0..30).map(|i| record(&format!("s{i}"), BASE_MS + i, "restart"))).await;
+    submit_all(
+        &store,
+        (0..30).map(|i| record(&format!("s{i}"), BASE_MS + i, "restart")),
+    )
+    .await;
     // No sync: shutdown alone must drain, fsync and commit.
     store.shutdown().await;
-    store.sender().submit(record("after", BASE_MS, "restart")).await;
+    store
+        .sender()
+        .submit(record("after", BASE_MS, "restart"))
+        .await;
     assert_eq!(store.status_json()["dropped_records"], 1);
     drop(store);
 
@@ -370,12 +440,19 @@ async fn a_torn_journal_tail_is_skipped_and_writing_continues() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path());
     let store = LogStore::open(&cfg, None).unwrap();
-    submit_all(&store, (0..5).map(|i| record(&format!("t{i}"), BASE_MS + i, "torn"))).await;
+    submit_all(
+        &store,
+        (0..5).map(|i| record(&format!("t{i}"), BASE_MS + i, "torn")),
+    )
+    .await;
     store.shutdown().await;
     drop(store);
     // A crash in the middle of appending a sixth record.
     let journal_dir = tmp.path().join("journal");
-    let last = *journal::list_segments(&journal_dir).unwrap().last().unwrap();
+    let last = *journal::list_segments(&journal_dir)
+        .unwrap()
+        .last()
+        .unwrap();
     let path = journal_dir.join(journal::segment_file_name(last));
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 6, 0, 0, 0, 0, 0, 0, 0, b'{', b'"']);
@@ -403,7 +480,11 @@ async fn retention_deletes_expired_records_and_indexed_old_segments() {
         (0..10).map(|i| record(&format!("old{i}"), now - 30 * DAY_MS + i, &long)),
     )
     .await;
-    submit_all(&store, (0..3).map(|i| record(&format!("new{i}"), now - DAY_MS + i, &long))).await;
+    submit_all(
+        &store,
+        (0..3).map(|i| record(&format!("new{i}"), now - DAY_MS + i, &long)),
+    )
+    .await;
     store.sync().await.unwrap();
     assert_eq!(query(&store, "q=retained").total, 13);
 
@@ -447,7 +528,9 @@ async fn a_full_channel_waits_instead_of_dropping() {
         let sender = store.sender();
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
-                sender.submit(record(&format!("bp{task}-{i}"), BASE_MS + i, "pressure")).await;
+                sender
+                    .submit(record(&format!("bp{task}-{i}"), BASE_MS + i, "pressure"))
+                    .await;
             }
         }));
     }
@@ -457,7 +540,10 @@ async fn a_full_channel_waits_instead_of_dropping() {
     store.sync().await.unwrap();
     assert_eq!(query(&store, "q=pressure").total, 200);
     let status = store.status_json();
-    assert!(status["backpressure_waits"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        status["backpressure_waits"].as_u64().unwrap() > 0,
+        "{status}"
+    );
     assert_eq!(status["dropped_records"], 0);
     store.shutdown().await;
 }
@@ -466,12 +552,22 @@ async fn a_full_channel_waits_instead_of_dropping() {
 async fn the_policy_hook_redacts_before_the_journal() {
     let tmp = tempfile::tempdir().unwrap();
     let hook: RedactHook = Arc::new(|text: &str| {
-        text.contains("Falcon").then(|| text.replace("Falcon", "[CODENAME]"))
+        text.contains("Falcon")
+            .then(|| text.replace("Falcon", "[CODENAME]"))
     });
     let store = LogStore::open(&config(tmp.path()), Some(hook)).unwrap();
-    submit_all(&store, [record("hooked", BASE_MS, "status of Falcon launch")]).await;
+    submit_all(
+        &store,
+        [record("hooked", BASE_MS, "status of Falcon launch")],
+    )
+    .await;
     store.shutdown().await;
-    let journal = std::fs::read(tmp.path().join("journal").join(journal::segment_file_name(1))).unwrap();
+    let journal = std::fs::read(
+        tmp.path()
+            .join("journal")
+            .join(journal::segment_file_name(1)),
+    )
+    .unwrap();
     assert!(!journal.windows(6).any(|w| w == b"Falcon"));
 }
 
@@ -482,7 +578,11 @@ async fn status_reports_lag_until_the_indexer_commits() {
     cfg.commit_interval_ms = 600_000;
     cfg.commit_every_records = 1_000_000;
     let store = LogStore::open(&cfg, None).unwrap();
-    submit_all(&store, (0..4).map(|i| record(&format!("l{i}"), BASE_MS, "lag"))).await;
+    submit_all(
+        &store,
+        (0..4).map(|i| record(&format!("l{i}"), BASE_MS, "lag")),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = store.status_json();
     assert_eq!(status["journal_records"], 4);
@@ -519,7 +619,14 @@ fn invalid_logs_config_is_rejected_at_open() {
 async fn a_purely_negative_query_matches_everything_else() {
     let tmp = tempfile::tempdir().unwrap();
     let store = LogStore::open(&config(tmp.path()), None).unwrap();
-    submit_all(&store, [record("keep", BASE_MS, "sunny day"), record("drop", BASE_MS, "rainy weather")]).await;
+    submit_all(
+        &store,
+        [
+            record("keep", BASE_MS, "sunny day"),
+            record("drop", BASE_MS, "rainy weather"),
+        ],
+    )
+    .await;
     store.sync().await.unwrap();
     assert_eq!(ids(&query(&store, "q=-weather")), ["keep"]);
     assert_eq!(ids(&query(&store, "q=-weather&user=alice")), ["keep"]);

@@ -39,7 +39,10 @@ pub(crate) struct Writer {
 impl Writer {
     /// The thread body.
     pub(crate) fn run(self) {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
             Ok(runtime) => runtime,
             Err(err) => {
                 tracing::error!(error = %err, "log writer cannot start its timer; logging is off");
@@ -54,14 +57,17 @@ impl Writer {
         let mut dirty_since: Option<Instant> = None;
         loop {
             let message = match dirty_since {
-                Some(since) => match tokio::time::timeout_at(since + self.fsync_interval, self.rx.recv()).await {
-                    Ok(message) => message,
-                    Err(_elapsed) => {
-                        self.sync();
-                        dirty_since = None;
-                        continue;
+                Some(since) => {
+                    match tokio::time::timeout_at(since + self.fsync_interval, self.rx.recv()).await
+                    {
+                        Ok(message) => message,
+                        Err(_elapsed) => {
+                            self.sync();
+                            dirty_since = None;
+                            continue;
+                        }
                     }
-                },
+                }
                 None => self.rx.recv().await,
             };
             match message {
@@ -110,7 +116,10 @@ impl Writer {
         match appended {
             Ok(seq) => {
                 let mut batches = self.shared.lock_batches();
-                if batches.back().is_none_or(|&(first, _)| first <= self.shared.durable_seq()) {
+                if batches
+                    .back()
+                    .is_none_or(|&(first, _)| first <= self.shared.durable_seq())
+                {
                     // The first record since the last fsync opens a new batch.
                     if batches.len() >= 100_000 {
                         let _ = batches.pop_front();
@@ -139,8 +148,10 @@ impl Writer {
 
     /// Publish the durable end and wake the indexer.
     fn publish(&mut self) {
-        self.shared
-            .set_durable(self.journal.end(), self.journal.next_seq().saturating_sub(1));
+        self.shared.set_durable(
+            self.journal.end(),
+            self.journal.next_seq().saturating_sub(1),
+        );
         let _ = self.indexer.send(IndexerCommand::Wake);
     }
 }

@@ -185,7 +185,8 @@ fn bench_search(c: &mut Criterion) {
     for (name, query) in [
         ("newest_all", "limit=20"),
         ("newest_text", "q=invoice&limit=20"),
-        ("score_text", "q=invoice refund&sort=score&limit=20"),
+        ("score_text", "q=invoice&sort=score&limit=20"),
+        ("score_or", "q=invoice OR refund&sort=score&limit=20"),
         (
             "fields",
             "q=model:gpt-4o latency_ms:>500&status=200&limit=20",

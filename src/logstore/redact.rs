@@ -15,7 +15,7 @@ use super::record::LogRecord;
 use super::LogError;
 use crate::canonical::{ContentPart, ImageSource};
 use crate::config::RedactConfig;
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -37,6 +37,8 @@ struct Detector {
 /// from many threads.
 pub struct Redactor {
     detectors: Vec<Detector>,
+    /// All detector regexes in one automaton: one pass says which detectors can match.
+    any: RegexSet,
     hook: Option<RedactHook>,
 }
 
@@ -49,34 +51,34 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
-const EMAIL: &str = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}";
-const PHONE_INTL: &str = r"\+[1-9]\d{0,2}(?:[ .\-]?\(?\d{1,5}\)?){1,6}";
-const PHONE_US: &str = r"(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b";
-const PHONE_NATIONAL: &str = r"\b0\d{1,4}(?:[ .\-/]\d{2,8}){1,4}\b";
-const CARD: &str = r"\b\d(?:[ \-]?\d){12,18}\b";
-const IBAN: &str = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b";
-const SSN: &str = r"\b\d{3}-\d{2}-\d{4}\b";
+const EMAIL: &str = r"(?-u)[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}";
+const PHONE_INTL: &str = r"(?-u)\+[1-9]\d{0,2}(?:[ .\-]?\(?\d{1,5}\)?){1,6}";
+const PHONE_US: &str = r"(?-u)(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b";
+const PHONE_NATIONAL: &str = r"(?-u)\b0\d{1,4}(?:[ .\-/]\d{2,8}){1,4}\b";
+const CARD: &str = r"(?-u)\b\d(?:[ \-]?\d){12,18}\b";
+const IBAN: &str = r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b";
+const SSN: &str = r"(?-u)\b\d{3}-\d{2}-\d{4}\b";
 const IPV4: &str =
-    r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b";
-const IPV6: &str = r"(?i)(?:[0-9a-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f]{1,4})?";
+    r"(?-u)\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b";
+const IPV6: &str = r"(?i-u)(?:[0-9a-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f]{1,4})?";
 const SECRET_PATTERNS: &[(&str, Option<Check>)] = &[
     (
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+        r"(?s)-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
         None,
     ),
     (
-        r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*",
+        r"(?i-u)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*",
         Some(check_bearer),
     ),
     (
-        r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
+        r"(?-u)\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
         None,
     ),
-    (r"\bsk-[A-Za-z0-9_\-]{20,}", Some(check_sk_key)),
-    (r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", None),
-    (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", None),
-    (r"\bxox[abprs]-[A-Za-z0-9\-]{10,}", None),
-    (r"\bAIza[0-9A-Za-z_\-]{35}", None),
+    (r"(?-u)\bsk-[A-Za-z0-9_\-]{20,}", Some(check_sk_key)),
+    (r"(?-u)\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", None),
+    (r"(?-u)\bgh[pousr]_[A-Za-z0-9]{30,}\b", None),
+    (r"(?-u)\bxox[abprs]-[A-Za-z0-9\-]{10,}", None),
+    (r"(?-u)\bAIza[0-9A-Za-z_\-]{35}", None),
 ];
 
 impl Redactor {
@@ -131,8 +133,11 @@ impl Redactor {
             add(PHONE_US, "[PHONE]", Some(check_phone_us))?;
             add(PHONE_NATIONAL, "[PHONE]", Some(check_phone_national))?;
         }
+        let any = RegexSet::new(detectors.iter().map(|d| d.regex.as_str()))
+            .map_err(|err| LogError::Config(format!("redaction patterns: {err}")))?;
         Ok(Redactor {
             detectors,
+            any,
             hook: None,
         })
     }
@@ -146,7 +151,13 @@ impl Redactor {
     /// The text with every find replaced by its placeholder; borrowed when nothing matched.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut current = Cow::Borrowed(text);
-        for detector in &self.detectors {
+        // Placeholders are bracketed words, so a replacement never creates a new find:
+        // one pass over the input says which detectors can match at all.
+        let candidates = self.any.matches(text);
+        for (i, detector) in self.detectors.iter().enumerate() {
+            if !candidates.matched(i) {
+                continue;
+            }
             if let Some(replaced) = apply(detector, &current) {
                 current = Cow::Owned(replaced);
             }

@@ -464,13 +464,19 @@ impl LogStore {
         };
         let mut hits = Vec::with_capacity(found.len());
         for (address, score) in found {
-            let Some(json) = self.stored_record(&searcher, address)? else {
+            let Some(json) = self.stored_json(&searcher, address)? else {
                 continue;
             };
-            let mut hit = summary(&json);
+            let mut hit = match serde_json::from_str::<HitFields>(&json) {
+                Ok(fields) => fields.into_hit(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "stored log record has an unexpected shape");
+                    continue;
+                }
+            };
             hit.score = score;
             if let Some((input, output)) = &generators {
-                if let Ok(record) = serde_json::from_value::<LogRecord>(json) {
+                if let Ok(record) = serde_json::from_str::<LogRecord>(&json) {
                     hit.snippets.input = highlighted(input, &input_text(&record));
                     hit.snippets.output = highlighted(output, &output_text(&record));
                 }
@@ -493,24 +499,25 @@ impl LogStore {
         );
         let top = searcher.search(&query, &TopDocs::with_limit(1))?;
         match top.first() {
-            Some(&(_, address)) => self.stored_record(&searcher, address),
+            Some(&(_, address)) => match self.stored_json(&searcher, address)? {
+                Some(json) => Ok(Some(serde_json::from_str(&json)?)),
+                None => Ok(None),
+            },
             None => Ok(None),
         }
     }
 
-    fn stored_record(
+    /// The stored record JSON of one document.
+    fn stored_json(
         &self,
         searcher: &Searcher,
         address: DocAddress,
-    ) -> Result<Option<serde_json::Value>, LogError> {
+    ) -> Result<Option<String>, LogError> {
         let doc: TantivyDocument = searcher.doc(address)?;
-        match doc
+        Ok(doc
             .get_first(self.schema.record)
             .and_then(|value| value.as_str())
-        {
-            Some(json) => Ok(Some(serde_json::from_str(json)?)),
-            None => Ok(None),
-        }
+            .map(str::to_string))
     }
 }
 
@@ -529,34 +536,38 @@ fn highlighted(generator: &SnippetGenerator, text: &str) -> Option<String> {
     (!snippet.highlighted().is_empty()).then(|| snippet.to_html())
 }
 
-/// The hit fields, read leniently from the stored JSON.
-fn summary(json: &serde_json::Value) -> SearchHit {
-    let text = |key: &str| json.get(key).and_then(|v| v.as_str()).map(str::to_string);
-    let number = |key: &str| {
-        json.get(key)
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or(0.0)
-    };
-    SearchHit {
-        id: text("id").unwrap_or_default(),
-        time: json
-            .get("started_ms")
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(0),
-        started_at: text("started_at").unwrap_or_default(),
-        model: text("requested_model").unwrap_or_default(),
-        served_model: text("served_model"),
-        user: text("user").unwrap_or_default(),
-        feature: text("feature"),
-        status: json
-            .get("status")
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|s| u16::try_from(s).ok())
-            .unwrap_or(0),
-        latency_ms: number("latency_ms"),
-        cost_usd: number("cost_usd"),
-        score: None,
-        snippets: Snippets::default(),
+/// The hit fields of a stored record; everything else in the JSON is skipped unparsed.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct HitFields {
+    id: String,
+    started_ms: i64,
+    started_at: String,
+    requested_model: String,
+    served_model: Option<String>,
+    user: String,
+    feature: Option<String>,
+    status: u16,
+    latency_ms: f64,
+    cost_usd: f64,
+}
+
+impl HitFields {
+    fn into_hit(self) -> SearchHit {
+        SearchHit {
+            id: self.id,
+            time: self.started_ms,
+            started_at: self.started_at,
+            model: self.requested_model,
+            served_model: self.served_model,
+            user: self.user,
+            feature: self.feature,
+            status: self.status,
+            latency_ms: self.latency_ms,
+            cost_usd: self.cost_usd,
+            score: None,
+            snippets: Snippets::default(),
+        }
     }
 }
 

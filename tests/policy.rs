@@ -413,3 +413,20 @@ async fn chaos_faults_are_validated_and_listed() {
         "the drill never reached A"
     );
 }
+
+#[tokio::test]
+async fn an_unknown_model_passed_through_by_the_policy_is_a_404_not_a_silent_substitute() {
+    let p = pair(&[], "fn route(req) { [req.model, \"b\"] }\n", "");
+    let request =
+        json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, text) = served_by(&p.gw, &request).await;
+    assert_eq!(status, 404, "{text}");
+    // An alias the policy maps to real models is fine.
+    let p = pair(
+        &[],
+        "fn route(req) { if req.model == \"auto\" { return \"b\"; } req.model }\n",
+        "",
+    );
+    let request = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(served_by(&p.gw, &request).await.1, "b");
+}

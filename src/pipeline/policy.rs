@@ -63,6 +63,11 @@ fn plan_for(
             for name in &decision.chain {
                 match state.registry.route(name) {
                     Some(route) => targets.push(route.clone()),
+                    // The policy passed the client's own unknown model through: that is the
+                    // client's mistake, and serving another model silently would hide it.
+                    None if *name == request.model => {
+                        return Err(GatewayError::unknown_model(name))
+                    }
                     None => {
                         tracing::warn!(request_id = %ctx.id, model = %name, "policy named an unknown model; skipped")
                     }

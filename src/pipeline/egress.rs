@@ -131,7 +131,8 @@ impl Drop for Recorder {
             first_token_ms: self.first_token_ms,
             client_disconnected: !self.completed,
         };
-        let rec = record::build(&self.ctx, &self.request, outcome);
+        let request = std::mem::take(&mut self.request);
+        let rec = record::build(&self.ctx, request, outcome);
         if tokio::runtime::Handle::try_current().is_ok() {
             record::submit(&self.state, rec);
         }

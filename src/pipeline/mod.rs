@@ -59,7 +59,7 @@ pub async fn chat(
 ) -> Response<Body> {
     let mut ctx = RequestContext::new(request_id_from(req.headers()), dialect, "chat");
     let result = chat_stages(&state, &mut ctx, req).await;
-    finish(&state, ctx, result)
+    finish(ctx, result)
 }
 
 async fn chat_stages(
@@ -104,7 +104,7 @@ pub async fn execute(
                 Ok((Reply::Stream(body), Some(served)))
             }
             Err(err) => {
-                record::submit_failure(state, ctx, &request, &err);
+                record::submit_failure(state, ctx, request, &err);
                 Err(err)
             }
         }
@@ -117,11 +117,11 @@ pub async fn execute(
                 record::settle_usage(&request, &mut response);
                 let served = route.model.name.clone();
                 let body = egress::render(ctx.dialect, &response, &served);
-                record::submit_success(state, ctx, &request, &response, &route);
+                record::submit_success(state, ctx, request, response, &route);
                 Ok((Reply::Complete(body), Some(served)))
             }
             Err(err) => {
-                record::submit_failure(state, ctx, &request, &err);
+                record::submit_failure(state, ctx, request, &err);
                 Err(err)
             }
         }
@@ -130,7 +130,6 @@ pub async fn execute(
 
 /// Turn a stage result into the HTTP response, with the request id and routing headers.
 fn finish(
-    state: &AppState,
     ctx: RequestContext,
     result: Result<(Reply, Option<String>), GatewayError>,
 ) -> Response<Body> {
@@ -169,7 +168,6 @@ fn finish(
     if let Some(version) = ctx.policy_version {
         headers.insert("x-switchyard-policy-version", HeaderValue::from(version));
     }
-    let _ = state;
     response
 }
 
@@ -213,11 +211,7 @@ pub async fn embeddings(state: Arc<AppState>, req: Request<Incoming>) -> Respons
         ))
     }
     .await;
-    finish(
-        &state,
-        ctx,
-        result.map(|body| (Reply::Complete(body), None)),
-    )
+    finish(ctx, result.map(|body| (Reply::Complete(body), None)))
 }
 
 /// `GET /v1/models`: the configured models (any valid gateway key may list them).

@@ -80,12 +80,13 @@ pub struct Outcome<'a> {
 }
 
 /// Build the record of a request.
-pub fn build(ctx: &RequestContext, request: &ChatRequest, outcome: Outcome<'_>) -> LogRecord {
+pub fn build(ctx: &RequestContext, request: ChatRequest, outcome: Outcome<'_>) -> LogRecord {
     let now = chrono::Utc::now();
     let principal = ctx.principal.as_ref();
     let cost = outcome
         .route
         .and_then(|r| cost_usd(&r.model, &outcome.usage));
+    let stream = request.stream;
     LogRecord {
         id: ctx.id.clone(),
         started_at: ctx
@@ -109,7 +110,7 @@ pub fn build(ctx: &RequestContext, request: &ChatRequest, outcome: Outcome<'_>) 
         attempts: ctx.attempts.clone(),
         status: outcome.status,
         error: outcome.error,
-        request: request.clone(),
+        request,
         output_text: outcome.text,
         output_tool_calls: outcome.tool_calls,
         finish_reason: outcome.finish.map(|f| finish_name(f).to_string()),
@@ -118,7 +119,7 @@ pub fn build(ctx: &RequestContext, request: &ChatRequest, outcome: Outcome<'_>) 
         cost_unknown: cost.is_none(),
         latency_ms: ctx.elapsed_ms(),
         first_token_ms: outcome.first_token_ms,
-        stream: request.stream,
+        stream,
         client_disconnected: outcome.client_disconnected,
         policy_version: ctx.policy_version,
         replay_of: ctx.replay_of.clone(),
@@ -136,8 +137,8 @@ pub fn submit(state: &AppState, record: LogRecord) {
 pub fn submit_success(
     state: &AppState,
     ctx: &RequestContext,
-    request: &ChatRequest,
-    response: &ChatResponse,
+    request: ChatRequest,
+    response: ChatResponse,
     route: &Route,
 ) {
     if state.log_sender.is_none() {
@@ -151,8 +152,8 @@ pub fn submit_success(
             status: 200,
             error: None,
             route: Some(route),
-            text: response.text.clone(),
-            tool_calls: response.tool_calls.clone(),
+            text: response.text,
+            tool_calls: response.tool_calls,
             finish: Some(response.finish_reason),
             usage: response.usage,
             first_token_ms: Some(latency),
@@ -166,7 +167,7 @@ pub fn submit_success(
 pub fn submit_failure(
     state: &AppState,
     ctx: &RequestContext,
-    request: &ChatRequest,
+    request: ChatRequest,
     err: &GatewayError,
 ) {
     if state.log_sender.is_none() {

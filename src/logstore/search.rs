@@ -455,13 +455,20 @@ impl LogStore {
             }
         };
 
-        let generators = match &text_query {
-            Some(query) => Some((
-                snippet_generator(&searcher, query.as_ref(), fields.input)?,
-                snippet_generator(&searcher, query.as_ref(), fields.output)?,
-            )),
-            None => None,
+        // Snippets only for the fields `q` has words in.
+        let mut snippet_fields = (false, false);
+        if let Some(query) = &text_query {
+            query.query_terms(&mut |term, _| {
+                snippet_fields.0 |= term.field() == fields.input;
+                snippet_fields.1 |= term.field() == fields.output;
+            });
+        }
+        let generator = |wanted: bool, field| match (&text_query, wanted) {
+            (Some(query), true) => snippet_generator(&searcher, query.as_ref(), field).map(Some),
+            _ => Ok(None),
         };
+        let input_snippets = generator(snippet_fields.0, fields.input)?;
+        let output_snippets = generator(snippet_fields.1, fields.output)?;
         let mut hits = Vec::with_capacity(found.len());
         for (address, score) in found {
             let Some(json) = self.stored_json(&searcher, address)? else {
@@ -475,10 +482,14 @@ impl LogStore {
                 }
             };
             hit.score = score;
-            if let Some((input, output)) = &generators {
+            if input_snippets.is_some() || output_snippets.is_some() {
                 if let Ok(record) = serde_json::from_str::<LogRecord>(&json) {
-                    hit.snippets.input = highlighted(input, &input_text(&record));
-                    hit.snippets.output = highlighted(output, &output_text(&record));
+                    if let Some(generator) = &input_snippets {
+                        hit.snippets.input = highlighted(generator, &input_text(&record));
+                    }
+                    if let Some(generator) = &output_snippets {
+                        hit.snippets.output = highlighted(generator, &output_text(&record));
+                    }
                 }
             }
             hits.push(hit);

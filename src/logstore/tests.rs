@@ -149,6 +149,19 @@ async fn planted_secrets_are_searchable_by_harmless_words_but_never_on_disk() {
     assert!(snippet.contains("<b>invoice</b>"), "{snippet}");
     assert!(!snippet.contains("jane"), "{snippet}");
 
+    let results = query(&store, "q=emailed");
+    let snippets = &results.hits[0].snippets;
+    assert!(snippets.input.is_none(), "{snippets:?}");
+    assert!(
+        snippets
+            .output
+            .as_deref()
+            .unwrap()
+            .contains("<b>emailed</b> [EMAIL]"),
+        "{snippets:?}"
+    );
+    assert!(query(&store, "q=user:alice").hits[0].snippets == Snippets::default());
+
     let stored = store.get("planted").unwrap().unwrap().to_string();
     for placeholder in ["[EMAIL]", "[CARD]", "[SECRET]"] {
         assert!(

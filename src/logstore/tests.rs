@@ -645,3 +645,21 @@ async fn a_purely_negative_query_matches_everything_else() {
     assert_eq!(ids(&query(&store, "q=-weather&user=alice")), ["keep"]);
     store.shutdown().await;
 }
+
+#[test]
+fn a_record_of_another_shape_is_still_indexed_by_id_and_time() {
+    let schema = LogSchema::from_schema(&indexer::build_schema()).unwrap();
+    let payload = br#"{"id":"old-1","started_ms":5,"user":"u","status":200,"renamed":true}"#;
+    let doc = schema.fallback_document(payload, 9).unwrap();
+    let index = Index::create_in_ram(indexer::build_schema());
+    let mut writer = index.writer_with_num_threads(1, 15_000_000).unwrap();
+    writer.add_document(doc).unwrap();
+    writer.commit().unwrap();
+    let searcher = index.reader().unwrap().searcher();
+    let query = tantivy::query::TermQuery::new(
+        tantivy::Term::from_field_text(schema.id, "old-1"),
+        tantivy::schema::IndexRecordOption::Basic,
+    );
+    assert_eq!(searcher.search(&query, &tantivy::collector::Count).unwrap(), 1);
+    assert!(schema.fallback_document(b"[1,2]", 1).is_none());
+}

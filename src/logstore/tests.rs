@@ -660,6 +660,9 @@ fn a_record_of_another_shape_is_still_indexed_by_id_and_time() {
         tantivy::Term::from_field_text(schema.id, "old-1"),
         tantivy::schema::IndexRecordOption::Basic,
     );
-    assert_eq!(searcher.search(&query, &tantivy::collector::Count).unwrap(), 1);
+    assert_eq!(
+        searcher.search(&query, &tantivy::collector::Count).unwrap(),
+        1
+    );
     assert!(schema.fallback_document(b"[1,2]", 1).is_none());
 }

@@ -180,6 +180,35 @@ impl LogSchema {
     }
 }
 
+impl LogSchema {
+    /// A minimal document (id, time, the stored JSON) for a record that no longer parses as
+    /// [`LogRecord`] (written by another version); `None` if it is not a JSON object.
+    pub fn fallback_document(&self, payload: &[u8], seq: u64) -> Option<TantivyDocument> {
+        let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let object = value.as_object()?;
+        let mut doc = TantivyDocument::default();
+        doc.add_text(self.id, object.get("id")?.as_str()?);
+        doc.add_i64(
+            self.time,
+            object
+                .get("started_ms")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0),
+        );
+        doc.add_u64(self.seq, seq);
+        for (field, key) in [(self.user, "user"), (self.model, "requested_model")] {
+            if let Some(text) = object.get(key).and_then(|v| v.as_str()) {
+                doc.add_text(field, text);
+            }
+        }
+        if let Some(status) = object.get("status").and_then(|v| v.as_u64()) {
+            doc.add_u64(self.status, status);
+        }
+        doc.add_text(self.record, std::str::from_utf8(payload).ok()?);
+        Some(doc)
+    }
+}
+
 /// All request text: message text parts (tool results included) and tool call arguments.
 pub fn input_text(record: &LogRecord) -> String {
     let mut out = String::new();
@@ -434,7 +463,16 @@ impl Indexer {
                     .writer
                     .add_document(self.schema.document(&record, json, entry.seq))?;
             }
-            None => tracing::warn!(seq = entry.seq, "unreadable journal record skipped"),
+            None => match self.schema.fallback_document(&entry.payload, entry.seq) {
+                Some(doc) => {
+                    tracing::warn!(
+                        seq = entry.seq,
+                        "journal record of an older shape indexed by id and time only"
+                    );
+                    let _ = self.writer.add_document(doc)?;
+                }
+                None => tracing::warn!(seq = entry.seq, "unreadable journal record skipped"),
+            },
         }
         self.last_seq = entry.seq;
         self.pending += 1;

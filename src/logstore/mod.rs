@@ -270,6 +270,8 @@ impl LogStore {
         let redactor = Arc::new(Redactor::new(&cfg.redact)?.with_hook(extra_redact));
         let journal_dir = cfg.dir.join("journal");
         let (index, schema) = indexer::open_index(&cfg.dir.join("index"))?;
+        // Take the index writer's lock first: it also keeps a second process off the journal.
+        let index_writer = indexer::index_writer(&index)?;
         let mut start = indexer::load_payload(&index)?;
         let mut journal = journal::JournalWriter::open(&journal_dir, cfg.segment_bytes)?;
         journal.ensure_next_seq_at_least(start.seq + 1);
@@ -285,7 +287,6 @@ impl LogStore {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let index_writer = indexer::index_writer(&index)?;
 
         let last_seq = journal.next_seq().saturating_sub(1);
         let shared = Arc::new(Shared {

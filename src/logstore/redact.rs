@@ -440,7 +440,14 @@ fn check_phone_national(text: &str, start: usize, end: usize) -> Option<(usize, 
     let found = text.get(start..end)?;
     let count = digits(found).len();
     let ssn_shaped = found.len() == 11 && found.split('-').map(str::len).eq([3, 2, 4]);
-    let valid = (9..=13).contains(&count)
+    // `00` starts an international number (`0044 20 7946 0958`): up to 15 digits after it.
+    let max_digits = if found.starts_with("00") { 17 } else { 13 };
+    // Not the tail of a longer run of digit groups (`DE00 3704 0044 0532`).
+    let mut before = text.get(..start).unwrap_or_default().chars().rev();
+    let after_group =
+        matches!((before.next(), before.next()), (Some(' '), Some(d)) if d.is_ascii_digit());
+    let valid = (9..=max_digits).contains(&count)
+        && !after_group
         && !ssn_shaped
         && !starts_like_date(found)
         && !follows_number(text, start)

@@ -44,6 +44,10 @@ fn phone_numbers_in_common_formats_are_masked() {
         "030 1234567",
         "06 12 34 56 78",
         "0171/1234567",
+        "0044 20 7946 0958",
+        "07911 123456",
+        "+33 6 12 34 56 78",
+        "415 555 0132",
     ] {
         let out = redact(&format!("call {phone} today"));
         assert_eq!(out, "call [PHONE] today", "{phone}");
@@ -60,6 +64,13 @@ fn dates_times_and_small_numbers_are_not_phones() {
         "we sold 42 units for 1999 dollars in 3 days",
         "version 1.2.3 and 10.5",
         "take 200 mg",
+        "range 100 200 300 400 500",
+        "price $1,299.00 for 1999-2004 models",
+        "isbn 978-3-16-148410-0",
+        "coords 48.8566, 2.3522",
+        "it costs 20.000.000 euros",
+        "Meeting 10.05.2024 14:30 room 0.12",
+        "id 550e8400-e29b-41d4-a716-446655440000",
     ] {
         assert_eq!(redact(text), text);
     }

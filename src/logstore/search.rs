@@ -56,7 +56,9 @@ pub struct SearchParams {
     pub to: Option<i64>,
     /// Requested or served model.
     pub model: Option<String>,
+    /// The principal's user name.
     pub user: Option<String>,
+    /// The product feature.
     pub feature: Option<String>,
     /// HTTP status returned to the client.
     pub status: Option<u16>,
@@ -64,6 +66,7 @@ pub struct SearchParams {
     pub limit: usize,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Newest first (default) or best match first.
     pub sort: SearchSort,
 }
 
@@ -232,8 +235,10 @@ fn rewrite_time_clauses(q: &str) -> std::borrow::Cow<'_, str> {
 /// Snippets with the matched terms in `<b>…</b>` (HTML-escaped).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snippets {
+    /// From the request's message text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
+    /// From the output text and tool calls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
 }
@@ -249,21 +254,29 @@ pub struct SearchHit {
     pub started_at: String,
     /// The model the client asked for.
     pub model: String,
+    /// The model that answered, if any did.
     pub served_model: Option<String>,
+    /// The principal's user name.
     pub user: String,
+    /// The product feature.
     pub feature: Option<String>,
+    /// HTTP status returned to the client.
     pub status: u16,
+    /// Total latency.
     pub latency_ms: f64,
+    /// Cost in USD.
     pub cost_usd: f64,
     /// Relevance, when sorted by score.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f32>,
+    /// Highlighted matches of `q` (empty without `q`).
     pub snippets: Snippets,
 }
 
 /// A page of results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchResults {
+    /// This page's hits, in sort order.
     pub hits: Vec<SearchHit>,
     /// How many records match in all (every page).
     pub total: usize,
@@ -455,13 +468,20 @@ impl LogStore {
             }
         };
 
-        let generators = match &text_query {
-            Some(query) => Some((
-                snippet_generator(&searcher, query.as_ref(), fields.input)?,
-                snippet_generator(&searcher, query.as_ref(), fields.output)?,
-            )),
-            None => None,
+        // Snippets only for the fields `q` has words in.
+        let mut snippet_fields = (false, false);
+        if let Some(query) = &text_query {
+            query.query_terms(&mut |term, _| {
+                snippet_fields.0 |= term.field() == fields.input;
+                snippet_fields.1 |= term.field() == fields.output;
+            });
+        }
+        let generator = |wanted: bool, field| match (&text_query, wanted) {
+            (Some(query), true) => snippet_generator(&searcher, query.as_ref(), field).map(Some),
+            _ => Ok(None),
         };
+        let input_snippets = generator(snippet_fields.0, fields.input)?;
+        let output_snippets = generator(snippet_fields.1, fields.output)?;
         let mut hits = Vec::with_capacity(found.len());
         for (address, score) in found {
             let Some(json) = self.stored_json(&searcher, address)? else {
@@ -475,10 +495,14 @@ impl LogStore {
                 }
             };
             hit.score = score;
-            if let Some((input, output)) = &generators {
+            if input_snippets.is_some() || output_snippets.is_some() {
                 if let Ok(record) = serde_json::from_str::<LogRecord>(&json) {
-                    hit.snippets.input = highlighted(input, &input_text(&record));
-                    hit.snippets.output = highlighted(output, &output_text(&record));
+                    if let Some(generator) = &input_snippets {
+                        hit.snippets.input = highlighted(generator, &input_text(&record));
+                    }
+                    if let Some(generator) = &output_snippets {
+                        hit.snippets.output = highlighted(generator, &output_text(&record));
+                    }
                 }
             }
             hits.push(hit);

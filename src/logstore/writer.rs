@@ -109,7 +109,16 @@ impl Writer {
     }
 
     fn write(&mut self, mut record: LogRecord) {
-        self.redactor.redact_record(&mut record);
+        let redactor = &self.redactor;
+        let redacted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            redactor.redact_record(&mut record);
+        }));
+        if redacted.is_err() {
+            // Never write what could not be redacted.
+            self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(id = %record.id, "redaction panicked; log record dropped");
+            return;
+        }
         let appended = serde_json::to_vec(&record)
             .map_err(LogError::from)
             .and_then(|json| self.journal.append(&json));

@@ -11,8 +11,8 @@ use crate::server::Body;
 use http::Response;
 use std::sync::Arc;
 
-fn store(state: &AppState) -> Result<&crate::logstore::LogStore, GatewayError> {
-    state.logs.as_deref().ok_or_else(|| {
+fn store(state: &AppState) -> Result<Arc<crate::logstore::LogStore>, GatewayError> {
+    state.logs.clone().ok_or_else(|| {
         GatewayError::new(
             ErrorSource::Client,
             ErrorCode::NotFound,
@@ -37,10 +37,16 @@ fn log_error(err: crate::logstore::LogError) -> GatewayError {
 }
 
 /// `GET /admin/logs?q=…`
-pub fn search(state: &AppState, query: &str) -> Result<Response<Body>, GatewayError> {
+pub async fn search(state: &AppState, query: &str) -> Result<Response<Body>, GatewayError> {
     let store = store(state)?;
     let params = SearchParams::from_query(query).map_err(log_error)?;
-    let results = store.search(&params).map_err(log_error)?;
+    let searcher = store.clone();
+    // Tantivy search is blocking work (and may wait on a reader reload): keep it off the
+    // request threads.
+    let results = tokio::task::spawn_blocking(move || searcher.search(&params))
+        .await
+        .map_err(|e| GatewayError::internal(format!("search task failed: {e}")))?
+        .map_err(log_error)?;
     let mut value =
         serde_json::to_value(&results).map_err(|e| GatewayError::internal(e.to_string()))?;
     value["index"] = store.status_json();
@@ -48,9 +54,14 @@ pub fn search(state: &AppState, query: &str) -> Result<Response<Body>, GatewayEr
 }
 
 /// `GET /admin/logs/{id}`
-pub fn get(state: &AppState, id: &str) -> Result<Response<Body>, GatewayError> {
+pub async fn get(state: &AppState, id: &str) -> Result<Response<Body>, GatewayError> {
     let store = store(state)?;
-    match store.get(id).map_err(log_error)? {
+    let owned = id.to_string();
+    let found = tokio::task::spawn_blocking(move || store.get(&owned))
+        .await
+        .map_err(|e| GatewayError::internal(format!("lookup task failed: {e}")))?
+        .map_err(log_error)?;
+    match found {
         Some(record) => Ok(json(&record)),
         None => Err(GatewayError::new(
             ErrorSource::Client,

@@ -30,8 +30,8 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
         },
         (Method::GET, ["chaos"]) => Ok(json(&state.health.faults_json())),
         (Method::POST, ["chaos"]) => chaos(&state, req).await,
-        (Method::GET, ["logs"]) => logs::search(&state, &query),
-        (Method::GET, ["logs", id]) => logs::get(&state, id),
+        (Method::GET, ["logs"]) => logs::search(&state, &query).await,
+        (Method::GET, ["logs", id]) => logs::get(&state, id).await,
         (Method::POST, ["logs", id, "replay"]) => {
             let id = id.to_string();
             match read_json(req).await {

@@ -17,7 +17,6 @@ pub struct Gateway {
 /// Build the gateway from a validated config.
 pub fn build(config: Config) -> anyhow::Result<Gateway> {
     let config = Arc::new(config);
-    crate::tokens::warm_up();
     let registry = Registry::from_config(&config).map_err(|e| anyhow::anyhow!(e.message))?;
     let latency = Arc::new(LatencyWindow::default());
     let health = Arc::new(Health::new(config.dispatch.clone()));

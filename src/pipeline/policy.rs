@@ -127,7 +127,7 @@ pub fn policy_request(ctx: &RequestContext, request: &ChatRequest) -> PolicyRequ
             .iter()
             .map(|m| (m.role.as_str().to_string(), m.joined_text()))
             .collect(),
-        est_input_tokens: crate::tokens::estimate_input(request),
+        est_input_tokens: crate::tokens::quick_estimate_input(request),
         prompt_text,
         metadata: request.metadata.clone(),
         headers: ctx.headers.clone(),

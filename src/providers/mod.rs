@@ -140,7 +140,12 @@ pub struct HttpProvider<W: Wire> {
     timeout: Duration,
     client: reqwest::Client,
     wire: Arc<W>,
+    /// Parsed upstream URLs by path: parsing (with IDNA) on every request costs microseconds.
+    urls: std::sync::RwLock<HashMap<String, reqwest::Url>>,
 }
+
+/// Distinct paths remembered per provider (Gemini's include the model name).
+const MAX_CACHED_URLS: usize = 1024;
 
 impl<W: Wire> HttpProvider<W> {
     /// A provider named `name` at `base_url` (no trailing slash needed).
@@ -157,7 +162,30 @@ impl<W: Wire> HttpProvider<W> {
             timeout,
             client,
             wire: Arc::new(wire),
+            urls: std::sync::RwLock::new(HashMap::new()),
         }
+    }
+
+    fn url(&self, path: &str) -> Result<reqwest::Url, GatewayError> {
+        if let Some(url) = self
+            .urls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
+            return Ok(url.clone());
+        }
+        let url = reqwest::Url::parse(&format!("{}{}", self.base_url, path)).map_err(|err| {
+            GatewayError::internal(format!(
+                "provider `{}` has an invalid url: {err}",
+                self.name
+            ))
+        })?;
+        let mut urls = self.urls.write().unwrap_or_else(|e| e.into_inner());
+        if urls.len() < MAX_CACHED_URLS {
+            urls.insert(path.to_string(), url.clone());
+        }
+        Ok(url)
     }
 
     fn send(
@@ -165,6 +193,7 @@ impl<W: Wire> HttpProvider<W> {
         wire_req: WireRequest,
     ) -> impl std::future::Future<Output = Result<reqwest::Response, GatewayError>> + Send + 'static
     {
+        let url = self.url(&wire_req.path);
         let mut headers = HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -173,15 +202,12 @@ impl<W: Wire> HttpProvider<W> {
         for (k, v) in wire_req.headers {
             headers.insert(k, v);
         }
-        let builder = self
-            .client
-            .post(format!("{}{}", self.base_url, wire_req.path))
-            .headers(headers)
-            .body(wire_req.body);
+        let builder = url.map(|url| self.client.post(url).headers(headers).body(wire_req.body));
         let name = self.name.clone();
         let wire = self.wire.clone();
         let timeout = self.timeout;
         async move {
+            let builder = builder?;
             let response = tokio::time::timeout(timeout, builder.send())
                 .await
                 .map_err(|_| timeout_error(&name, timeout))?

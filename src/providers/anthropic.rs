@@ -215,25 +215,7 @@ fn turns(req: &ChatRequest) -> Result<(Option<String>, Vec<Turn<'_>>), GatewayEr
     for (at, message) in req.messages.iter().enumerate() {
         let (role, blocks) = match message.role {
             Role::System => {
-                if message
-                    .content
-                    .iter()
-                    .any(|p| matches!(p, ContentPart::Image { .. }))
-                {
-                    return Err(GatewayError::invalid(
-                        format!("messages[{at}].content"),
-                        format!(
-                            "images in system messages are not supported by provider kind {KIND}"
-                        ),
-                    ));
-                }
-                let text = message.joined_text();
-                if !text.is_empty() {
-                    if !system.is_empty() {
-                        system.push_str("\n\n");
-                    }
-                    system.push_str(&text);
-                }
+                super::push_system_text(&mut system, message, at, KIND)?;
                 continue;
             }
             Role::User => ("user", content_blocks(message, at)?),

@@ -119,6 +119,34 @@ pub trait Wire: Send + Sync + 'static {
     }
 }
 
+/// Append a system message's text to `system` (blank-line separated), for providers with a
+/// separate system field; images there are a 400 naming the message.
+pub fn push_system_text(
+    system: &mut String,
+    message: &crate::canonical::Message,
+    at: usize,
+    kind: &str,
+) -> Result<(), GatewayError> {
+    if message
+        .content
+        .iter()
+        .any(|p| matches!(p, crate::canonical::ContentPart::Image { .. }))
+    {
+        return Err(GatewayError::invalid(
+            format!("messages[{at}].content"),
+            format!("images in system messages are not supported by provider kind {kind}"),
+        ));
+    }
+    let text = message.joined_text();
+    if !text.is_empty() {
+        if !system.is_empty() {
+            system.push_str("\n\n");
+        }
+        system.push_str(&text);
+    }
+    Ok(())
+}
+
 /// Reads `error.message` (OpenAI, Anthropic, Gemini all nest it so) or the raw text.
 pub fn error_message_from_json(body: &[u8]) -> String {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
@@ -164,6 +192,28 @@ impl<W: Wire> HttpProvider<W> {
             wire: Arc::new(wire),
             urls: std::sync::RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Send a built request and parse the whole answer with `parse`.
+    fn whole<T: Send + 'static>(
+        &self,
+        wire_req: Result<WireRequest, GatewayError>,
+        parse: fn(&W, &[u8]) -> Result<T, GatewayError>,
+    ) -> BoxFuture<'static, Result<T, GatewayError>> {
+        let wire_req = match wire_req {
+            Ok(r) => r,
+            Err(err) => return Box::pin(async move { Err(err) }),
+        };
+        let send = self.send(wire_req);
+        let (wire, name, timeout) = (self.wire.clone(), self.name.clone(), self.timeout);
+        Box::pin(async move {
+            let response = send.await?;
+            let body = tokio::time::timeout(timeout, response.bytes())
+                .await
+                .map_err(|_| timeout_error(&name, timeout))?
+                .map_err(|err| transport_error(&name, err))?;
+            parse(&wire, &body)
+        })
     }
 
     fn url(&self, path: &str) -> Result<reqwest::Url, GatewayError> {
@@ -238,22 +288,10 @@ impl<W: Wire> Provider for HttpProvider<W> {
         req: &ChatRequest,
         upstream_model: &str,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
-        let wire_req = match self.wire.chat_request(req, upstream_model, false) {
-            Ok(r) => r,
-            Err(err) => return Box::pin(async move { Err(err) }),
-        };
-        let send = self.send(wire_req);
-        let wire = self.wire.clone();
-        let name = self.name.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let response = send.await?;
-            let body = tokio::time::timeout(timeout, response.bytes())
-                .await
-                .map_err(|_| timeout_error(&name, timeout))?
-                .map_err(|err| transport_error(&name, err))?;
-            wire.parse_chat(&body)
-        })
+        self.whole(
+            self.wire.chat_request(req, upstream_model, false),
+            W::parse_chat,
+        )
     }
 
     fn chat_stream(
@@ -280,22 +318,10 @@ impl<W: Wire> Provider for HttpProvider<W> {
         req: &EmbeddingsRequest,
         upstream_model: &str,
     ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
-        let wire_req = match self.wire.embeddings_request(req, upstream_model) {
-            Ok(r) => r,
-            Err(err) => return Box::pin(async move { Err(err) }),
-        };
-        let send = self.send(wire_req);
-        let wire = self.wire.clone();
-        let name = self.name.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let response = send.await?;
-            let body = tokio::time::timeout(timeout, response.bytes())
-                .await
-                .map_err(|_| timeout_error(&name, timeout))?
-                .map_err(|err| transport_error(&name, err))?;
-            wire.parse_embeddings(&body)
-        })
+        self.whole(
+            self.wire.embeddings_request(req, upstream_model),
+            W::parse_embeddings,
+        )
     }
 }
 

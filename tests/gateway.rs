@@ -617,3 +617,21 @@ async fn request_id_is_echoed_and_generated() {
     .await;
     assert_eq!(resp.headers()["x-request-id"].len(), 36);
 }
+
+#[tokio::test]
+async fn speaks_h2c_as_well_as_http1() {
+    let s = setup();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .post(s.gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&chat_body("gpt-test", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+}

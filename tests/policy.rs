@@ -430,3 +430,46 @@ async fn an_unknown_model_passed_through_by_the_policy_is_a_404_not_a_silent_sub
     let request = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(served_by(&p.gw, &request).await.1, "b");
 }
+
+#[tokio::test]
+async fn admin_reload_applies_the_policy_on_disk_and_refuses_a_broken_one() {
+    let p = pair(&[], "fn route(req) { \"a\" }\n", "");
+    // Same files: the version stays; the reload still answers with the status.
+    let url = p.gw.url("/admin/policy/reload");
+    let resp = client().post(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "admin key required");
+    let policy_dir = p.gw.dir.path().join("policy");
+    std::fs::write(policy_dir.join("routing.rhai"), "fn route(req) { \"b\" }\n").unwrap();
+    let resp = client()
+        .post(&url)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let status: Value = resp.json().await.unwrap();
+    assert!(status["version"].as_u64().unwrap() >= 2, "{status}");
+    assert_eq!(served_by(&p.gw, &body(false)).await.1, "b");
+    // A broken file: 400 with the position, and the old policy stays.
+    std::fs::write(
+        policy_dir.join("routing.rhai"),
+        "fn route(req) {\n  \"a\" +* \n}\n",
+    )
+    .unwrap();
+    let resp = client()
+        .post(&url)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("routing.rhai:2:"),
+        "{err}"
+    );
+    assert_eq!(served_by(&p.gw, &body(false)).await.1, "b");
+}

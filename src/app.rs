@@ -60,7 +60,7 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         None
     };
     let state = Arc::new(AppState {
-        keys: auth::KeyTable::from_config(&config),
+        keys: Arc::new(auth::KeyTable::from_config(&config)),
         admin_key: auth::admin_digest(&config),
         health,
         log_sender: logs.as_ref().map(|l| l.sender()),
@@ -76,22 +76,88 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     })
 }
 
+/// A listening socket with SO_REUSEPORT, so each request thread accepts on its own socket
+/// and the kernel spreads connections between them.
+fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// Serve on the configured address until SIGTERM/SIGINT, then drain and flush the log.
+///
+/// Thread per core: each request thread runs a single-threaded tokio runtime with its own
+/// listener and its own upstream connection pool, so a request is accepted, routed, sent
+/// upstream and answered on one thread without cross-thread wake-ups. Policies, breakers,
+/// the log store and everything else are shared. This runtime (the caller's) keeps signals,
+/// the policy watcher and the log's waiting hand-offs.
 pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
     let state = gateway.state.clone();
-    let listener = tokio::net::TcpListener::bind(&state.config.server.listen).await?;
-    let addr = listener.local_addr()?;
+    let config = state.config.clone();
+    let addr: std::net::SocketAddr = config.server.listen.parse()?;
+    let first = reuseport_listener(addr)?;
+    let bound = first.local_addr()?;
+    let threads = config
+        .server
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(reuseport_listener(bound)?);
+    }
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::with_capacity(threads);
+    for (n, listener) in listeners.into_iter().enumerate() {
+        let mut worker_state = (*state).clone();
+        // Each thread's own client, so its pooled connections live on its runtime.
+        worker_state.registry =
+            Registry::from_config(&config).map_err(|e| anyhow::anyhow!(e.message))?;
+        let worker_state = Arc::new(worker_state);
+        let mut stop = stop_rx.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("switchyard-{n}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        let shutdown = async move {
+                            let _ = stop.wait_for(|stopped| *stopped).await;
+                        };
+                        crate::server::serve(listener, worker_state, shutdown, grace).await
+                    })
+                })?,
+        );
+    }
     // The first stdout line: scripts and tests read the bound port from it.
-    println!("switchyard listening on http://{addr}");
-    tracing::info!(%addr, models = state.registry.model_names.len(), "listening");
-    let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
-    crate::server::serve(
-        listener,
-        state.clone(),
-        crate::server::shutdown_signal(),
-        grace,
-    )
+    println!("switchyard listening on http://{bound}");
+    tracing::info!(addr = %bound, threads, models = state.registry.model_names.len(), "listening");
+    crate::server::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let joined = tokio::task::spawn_blocking(move || {
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("request thread panicked")))
+            })
+            .collect::<Vec<_>>()
+    })
     .await?;
+    for result in joined {
+        if let Err(err) = result {
+            tracing::error!(error = %err, "request thread failed");
+        }
+    }
     if let Some(logs) = &state.logs {
         tracing::info!("flushing request log");
         logs.shutdown().await;

@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// `text` or `json` log lines.
     pub log_format: String,
+    /// Request threads, each with its own single-threaded runtime, listener (SO_REUSEPORT)
+    /// and upstream connection pool; default: one per core.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
             log_format: "text".into(),
+            worker_threads: None,
         }
     }
 }
@@ -462,6 +466,16 @@ impl Config {
             problem(
                 "server.log_format".into(),
                 "must be `text` or `json`".into(),
+            );
+        }
+        if self
+            .server
+            .worker_threads
+            .is_some_and(|n| n == 0 || n > 256)
+        {
+            problem(
+                "server.worker_threads".into(),
+                "must be between 1 and 256".into(),
             );
         }
         if self.server.max_body_bytes == 0 {

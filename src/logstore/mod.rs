@@ -189,6 +189,9 @@ impl std::fmt::Debug for LogStore {
 pub struct LogSender {
     tx: mpsc::Sender<WriterMsg>,
     shared: Arc<Shared>,
+    /// Where waiting hand-offs run: the runtime that opened the store, which outlives the
+    /// per-thread request runtimes (their tasks die with them).
+    spawner: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for LogSender {
@@ -234,13 +237,17 @@ impl LogSender {
             Err(mpsc::error::TrySendError::Full(WriterMsg::Record(record))) => {
                 self.shared.pending_hand_offs.fetch_add(1, Ordering::AcqRel);
                 let sender = self.clone();
-                tokio::spawn(async move {
+                let wait = async move {
                     sender.submit(*record).await;
                     sender
                         .shared
                         .pending_hand_offs
                         .fetch_sub(1, Ordering::AcqRel);
-                });
+                };
+                match &self.spawner {
+                    Some(handle) => drop(handle.spawn(wait)),
+                    None => drop(tokio::spawn(wait)),
+                }
             }
             Err(mpsc::error::TrySendError::Full(_)) => {}
             Err(mpsc::error::TrySendError::Closed(WriterMsg::Record(record))) => {
@@ -355,6 +362,7 @@ impl LogStore {
         LogSender {
             tx: self.tx.clone(),
             shared: self.shared.clone(),
+            spawner: tokio::runtime::Handle::try_current().ok(),
         }
     }
 

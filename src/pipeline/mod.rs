@@ -32,11 +32,13 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
-/// Everything a request needs, built once at start.
+/// Everything a request needs, built once at start. Each request thread holds its own copy
+/// (sharing all but the registry, whose HTTP client pools connections per thread).
+#[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Registry,
-    pub keys: auth::KeyTable,
+    pub keys: Arc<auth::KeyTable>,
     pub admin_key: Option<[u8; 32]>,
     pub health: Arc<health::Health>,
     pub latency: Arc<LatencyWindow>,

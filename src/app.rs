@@ -101,8 +101,15 @@ pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
     let state = gateway.state.clone();
     let config = state.config.clone();
     let addr: std::net::SocketAddr = config.server.listen.parse()?;
-    let first = reuseport_listener(addr)?;
-    let bound = first.local_addr()?;
+    // SO_REUSEPORT would let a second gateway (same user) share a port in use and silently
+    // split its traffic: claim the port with a plain socket first, so "address in use" is
+    // still an error, then hand it to the request threads' sockets.
+    let bound = {
+        let probe = std::net::TcpListener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        probe.local_addr()?
+    };
+    let first = reuseport_listener(bound)?;
     let threads = config
         .server
         .worker_threads

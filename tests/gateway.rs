@@ -635,3 +635,24 @@ async fn speaks_h2c_as_well_as_http1() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
 }
+
+#[test]
+fn a_port_in_use_is_an_error_not_a_shared_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}[[providers]]\nname = \"m\"\nkind = \"mock\"\n\n[[models]]\nname = \"m\"\nprovider = \"m\"\n\n[logs]\nenabled = false\n",
+        preamble("").replace("127.0.0.1:0", &addr.to_string())
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+}

@@ -157,19 +157,7 @@ fn content_blocks(message: &Message, at: usize) -> Result<Vec<Block<'_>>, Gatewa
 }
 
 fn tool_use_block(call: &ToolCall, at: usize) -> Result<Block<'_>, GatewayError> {
-    let input = if call.arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str::<Value>(&call.arguments).map_err(|err| {
-            GatewayError::invalid(
-                format!("messages[{at}].tool_calls"),
-                format!(
-                    "arguments of tool call `{}` are not valid JSON: {err}",
-                    call.id
-                ),
-            )
-        })?
-    };
+    let input = super::tool_arguments_json(call, at)?;
     if !input.is_object() {
         return Err(GatewayError::invalid(
             format!("messages[{at}].tool_calls"),

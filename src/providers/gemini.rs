@@ -201,19 +201,7 @@ fn content_parts(message: &Message, at: usize) -> Result<Vec<Part<'_>>, GatewayE
 }
 
 fn function_call_part(call: &ToolCall, at: usize) -> Result<Part<'_>, GatewayError> {
-    let args = if call.arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str::<Value>(&call.arguments).map_err(|err| {
-            GatewayError::invalid(
-                format!("messages[{at}].tool_calls"),
-                format!(
-                    "arguments of tool call `{}` are not valid JSON: {err}",
-                    call.id
-                ),
-            )
-        })?
-    };
+    let args = super::tool_arguments_json(call, at)?;
     Ok(Part::FunctionCall {
         name: &call.name,
         args,

@@ -147,6 +147,26 @@ pub fn push_system_text(
     Ok(())
 }
 
+/// A tool call's arguments as a JSON value, for providers that take an object (Anthropic
+/// `input`, Gemini `args`); empty arguments are `{}`, invalid JSON a 400 naming the message.
+pub fn tool_arguments_json(
+    call: &crate::canonical::ToolCall,
+    at: usize,
+) -> Result<serde_json::Value, GatewayError> {
+    if call.arguments.trim().is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_str(&call.arguments).map_err(|err| {
+        GatewayError::invalid(
+            format!("messages[{at}].tool_calls"),
+            format!(
+                "arguments of tool call `{}` are not valid JSON: {err}",
+                call.id
+            ),
+        )
+    })
+}
+
 /// Reads `error.message` (OpenAI, Anthropic, Gemini all nest it so) or the raw text.
 pub fn error_message_from_json(body: &[u8]) -> String {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod dialect;
 pub mod error;
+pub mod http;
 pub mod logstore;
 pub mod mock_server;
 pub mod pipeline;

@@ -19,3 +19,4 @@ pub mod policy;
 pub mod providers;
 pub mod server;
 pub mod tokens;
+pub mod wire;

@@ -1,11 +1,13 @@
 //! Anthropic dialect: canonical stream events → the official `/v1/messages` SSE events.
 //! Re-exported from [`super::anthropic`].
 
-use super::anthropic::{stop_reason, tool_use_id, usage_json};
+use super::anthropic::tool_use_id;
 use super::{merge_usage, write_sse};
 use crate::canonical::{FinishReason, StreamEvent, Usage};
 use crate::error::{Dialect, GatewayError};
-use serde::Serialize;
+use crate::wire::anthropic::{
+    stop_reason, BlockStart, FrameDelta, Message, StreamFrame, Usage as WireUsage,
+};
 use serde_json::json;
 
 /// Encodes one streamed answer as Anthropic `event: …` / `data: …` frames.
@@ -43,21 +45,6 @@ pub struct AnthropicStreamEncoder {
 enum OpenBlock {
     Text { block: u32 },
     Tool { block: u32 },
-}
-
-#[derive(Serialize)]
-struct BlockDelta<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    index: u32,
-    delta: DeltaBody<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum DeltaBody<'a> {
-    TextDelta { text: &'a str },
-    InputJsonDelta { partial_json: &'a str },
 }
 
 impl AnthropicStreamEncoder {
@@ -99,12 +86,27 @@ impl AnthropicStreamEncoder {
                     Some(OpenBlock::Text { block }) => block,
                     _ => {
                         self.close_block(out);
-                        let block = self.open_block(out, json!({"type": "text", "text": ""}));
+                        let block = self.open_block(
+                            out,
+                            BlockStart {
+                                kind: Some("text".into()),
+                                text: Some("".into()),
+                                ..BlockStart::default()
+                            },
+                        );
                         self.open = Some(OpenBlock::Text { block });
                         block
                     }
                 };
-                write_delta(out, block, DeltaBody::TextDelta { text });
+                write_delta(
+                    out,
+                    block,
+                    FrameDelta {
+                        kind: Some("text_delta".into()),
+                        text: Some(text.into()),
+                        ..FrameDelta::default()
+                    },
+                );
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.start(out);
@@ -123,8 +125,10 @@ impl AnthropicStreamEncoder {
                 write_delta(
                     out,
                     block,
-                    DeltaBody::InputJsonDelta {
-                        partial_json: arguments,
+                    FrameDelta {
+                        kind: Some("input_json_delta".into()),
+                        partial_json: Some(arguments.into()),
+                        ..FrameDelta::default()
                     },
                 );
             }
@@ -151,7 +155,7 @@ impl AnthropicStreamEncoder {
         self.start(out);
         self.close_block(out);
         self.write_message_delta(out);
-        write_sse(out, Some("message_stop"), &json!({"type": "message_stop"}));
+        write_sse(out, Some("message_stop"), &StreamFrame::of("message_stop"));
         self.done = true;
     }
 
@@ -171,23 +175,24 @@ impl AnthropicStreamEncoder {
             return;
         }
         self.started = true;
-        let mut usage = usage_json(&self.usage.unwrap_or_default());
-        usage["output_tokens"] = json!(0);
-        let message = json!({
-            "type": "message_start",
-            "message": {
-                "id": self.id,
-                "type": "message",
-                "role": "assistant",
-                "model": self.model,
-                "content": [],
-                "stop_reason": null,
-                "stop_sequence": null,
-                "usage": usage,
-            }
-        });
-        write_sse(out, Some("message_start"), &message);
-        write_sse(out, Some("ping"), &json!({"type": "ping"}));
+        let usage = WireUsage {
+            output_tokens: Some(0),
+            ..WireUsage::from_canonical(&self.usage.unwrap_or_default())
+        };
+        let start = StreamFrame {
+            message: Some(Message {
+                kind: Some("message".into()),
+                id: Some(self.id.as_str().into()),
+                role: "assistant",
+                model: Some(self.model.as_str().into()),
+                content: Some(Vec::new()),
+                usage: Some(usage),
+                ..Message::default()
+            }),
+            ..StreamFrame::of("message_start")
+        };
+        write_sse(out, Some("message_start"), &start);
+        write_sse(out, Some("ping"), &StreamFrame::of("ping"));
     }
 
     /// Open a `tool_use` block for canonical tool call `index`; returns its block index.
@@ -196,7 +201,13 @@ impl AnthropicStreamEncoder {
         let id = tool_use_id(id);
         let block = self.open_block(
             out,
-            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+            BlockStart {
+                kind: Some("tool_use".into()),
+                id: Some(id.into()),
+                name: Some(name.into()),
+                text: None,
+                input: Some(json!({})),
+            },
         );
         self.tool_blocks.retain(|(tool, _)| *tool != index);
         self.tool_blocks.push((index, block));
@@ -211,24 +222,25 @@ impl AnthropicStreamEncoder {
             .map(|(_, block)| *block)
     }
 
-    fn open_block(&mut self, out: &mut Vec<u8>, content_block: serde_json::Value) -> u32 {
+    fn open_block(&mut self, out: &mut Vec<u8>, content_block: BlockStart<'_>) -> u32 {
         let block = self.next_block;
         self.next_block += 1;
-        write_sse(
-            out,
-            Some("content_block_start"),
-            &json!({"type": "content_block_start", "index": block, "content_block": content_block}),
-        );
+        let start = StreamFrame {
+            index: Some(u64::from(block)),
+            content_block: Some(content_block),
+            ..StreamFrame::of("content_block_start")
+        };
+        write_sse(out, Some("content_block_start"), &start);
         block
     }
 
     fn close_block(&mut self, out: &mut Vec<u8>) {
         if let Some(OpenBlock::Text { block } | OpenBlock::Tool { block }) = self.open.take() {
-            write_sse(
-                out,
-                Some("content_block_stop"),
-                &json!({"type": "content_block_stop", "index": block}),
-            );
+            let stop = StreamFrame {
+                index: Some(u64::from(block)),
+                ..StreamFrame::of("content_block_stop")
+            };
+            write_sse(out, Some("content_block_stop"), &stop);
         }
     }
 
@@ -239,25 +251,26 @@ impl AnthropicStreamEncoder {
         self.delta_sent = true;
         self.close_block(out);
         let reason = stop_reason(self.finish.unwrap_or(FinishReason::Stop));
-        let delta = json!({
-            "type": "message_delta",
-            "delta": { "stop_reason": reason, "stop_sequence": null },
-            "usage": usage_json(&self.usage.unwrap_or_default()),
-        });
+        let delta = StreamFrame {
+            delta: Some(FrameDelta {
+                stop_reason: Some(reason.into()),
+                stop_sequence: Some(None),
+                ..FrameDelta::default()
+            }),
+            usage: Some(WireUsage::from_canonical(&self.usage.unwrap_or_default())),
+            ..StreamFrame::of("message_delta")
+        };
         write_sse(out, Some("message_delta"), &delta);
     }
 }
 
-fn write_delta(out: &mut Vec<u8>, index: u32, delta: DeltaBody<'_>) {
-    write_sse(
-        out,
-        Some("content_block_delta"),
-        &BlockDelta {
-            kind: "content_block_delta",
-            index,
-            delta,
-        },
-    );
+fn write_delta(out: &mut Vec<u8>, index: u32, delta: FrameDelta<'_>) {
+    let frame = StreamFrame {
+        index: Some(u64::from(index)),
+        delta: Some(delta),
+        ..StreamFrame::of("content_block_delta")
+    };
+    write_sse(out, Some("content_block_delta"), &frame);
 }
 
 #[cfg(test)]

@@ -10,4 +10,5 @@
 //! other. The mock provider server (`mock_server`) deliberately keeps its own JSON: it checks
 //! these types from the outside.
 
+pub mod anthropic;
 pub mod openai;

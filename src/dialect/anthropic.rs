@@ -21,12 +21,15 @@ use super::{
     unsupported,
 };
 use crate::canonical::{
-    ChatRequest, ChatResponse, ContentPart, FinishReason, ImageSource, Message, Role, Tool,
-    ToolCall, ToolChoice, Usage,
+    ChatRequest, ChatResponse, ContentPart, ImageSource, Message, Role, Tool, ToolCall, ToolChoice,
 };
+#[cfg(test)]
+use crate::canonical::{FinishReason, Usage};
 use crate::error::GatewayError;
 use crate::wire::anthropic::{self as wire, stop_reason, Block};
-use serde_json::{json, Map, Value};
+#[cfg(test)]
+use serde_json::json;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 pub use super::anthropic_stream::AnthropicStreamEncoder;

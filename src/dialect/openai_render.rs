@@ -63,7 +63,7 @@ pub fn render_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
             logprobs: None,
             finish_reason: Some(finish_reason(resp.finish_reason).into()),
         }]),
-        usage: Some(WireUsage::from_canonical(&resp.usage)),
+        usage: Some(Some(WireUsage::from_canonical(&resp.usage))),
         system_fingerprint: None,
         error: None,
     };

@@ -14,9 +14,11 @@
 use super::openai::parse_data_url;
 use super::sse::SseEvent;
 use super::{header_value, unparseable, StreamDecoder, Wire, WireRequest};
+#[cfg(test)]
+use crate::canonical::Usage;
 use crate::canonical::{
     ChatRequest, ChatResponse, ContentPart, FinishReason, ImageSource, Message, ResponseFormat,
-    Role, StreamEvent, ToolCall, ToolChoice, Usage,
+    Role, StreamEvent, ToolCall, ToolChoice,
 };
 use crate::config::Secret;
 use crate::error::{ErrorCode, GatewayError};

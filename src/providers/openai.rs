@@ -310,6 +310,7 @@ impl Wire for OpenAiWire {
             finish_reason,
             usage: response
                 .usage
+                .flatten()
                 .as_ref()
                 .map(wire::Usage::to_canonical)
                 .unwrap_or_default(),

@@ -238,6 +238,28 @@ pub struct BlockStart<'a> {
     pub input: Option<Value>,
 }
 
+impl<'a> BlockStart<'a> {
+    /// The start of a text block.
+    pub fn text() -> Self {
+        BlockStart {
+            kind: Some("text".into()),
+            text: Some("".into()),
+            ..BlockStart::default()
+        }
+    }
+
+    /// The start of a tool-use block, its input still empty.
+    pub fn tool_use(id: impl Into<Cow<'a, str>>, name: &'a str) -> Self {
+        BlockStart {
+            kind: Some("tool_use".into()),
+            id: Some(id.into()),
+            name: Some(name.into()),
+            text: None,
+            input: Some(Value::Object(serde_json::Map::new())),
+        }
+    }
+}
+
 /// The `delta` of `content_block_delta` (`text_delta` with `text`, `input_json_delta` with
 /// `partial_json`) or of `message_delta` (`stop_reason`, `stop_sequence`).
 #[derive(Serialize, Deserialize, Default)]
@@ -257,6 +279,26 @@ pub struct FrameDelta<'a> {
     /// `Some(None)` writes the `"stop_sequence": null` of `message_delta`.
     #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
     pub stop_sequence: Option<Option<&'static str>>,
+}
+
+impl<'a> FrameDelta<'a> {
+    /// A `text_delta` carrying `text`.
+    pub fn text(text: &'a str) -> Self {
+        FrameDelta {
+            kind: Some("text_delta".into()),
+            text: Some(text.into()),
+            ..FrameDelta::default()
+        }
+    }
+
+    /// An `input_json_delta` carrying a piece of a tool call's input.
+    pub fn input_json(partial_json: &'a str) -> Self {
+        FrameDelta {
+            kind: Some("input_json_delta".into()),
+            partial_json: Some(partial_json.into()),
+            ..FrameDelta::default()
+        }
+    }
 }
 
 /// Token counts. Anthropic's `input_tokens` excludes cache reads and cache writes, which

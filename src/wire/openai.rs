@@ -166,30 +166,41 @@ pub struct EmbeddingsRequestBody<'a> {
 
 // ---------- answers (written by the dialect, read by the upstream adapter) ----------
 
-/// A complete answer, the `chat.completion` object. A 200 body may carry `error` instead.
+/// A `chat.completion` (a complete answer) or a `chat.completion.chunk` (one piece of a
+/// streamed answer); `C` is [`Choice`] or [`ChunkChoice`]. A 200 body or a stream frame may
+/// carry `error` instead.
 #[derive(Serialize, Deserialize, Default)]
-pub struct ChatCompletion<'a> {
-    /// `chatcmpl-…`.
+pub struct Completion<'a, C> {
+    /// `chatcmpl-…`, the same in every chunk of a stream.
     pub id: Option<Cow<'a, str>>,
-    /// `chat.completion`.
+    /// `chat.completion` or `chat.completion.chunk`.
     #[serde(skip_deserializing)]
     pub object: &'static str,
-    /// Unix seconds.
+    /// Unix seconds, the same in every chunk of a stream.
     #[serde(skip_deserializing)]
     pub created: i64,
-    /// The model that answered.
+    /// The model that answers.
     pub model: Option<Cow<'a, str>>,
-    /// The answers; the gateway writes and reads index 0.
-    pub choices: Option<Vec<Choice<'a>>>,
-    /// Token counts.
-    pub usage: Option<Usage>,
     /// Always `null` when written.
     #[serde(skip_deserializing)]
     pub system_fingerprint: Option<&'static str>,
-    /// An upstream's error inside a 200 body.
+    /// The answers (the gateway writes and reads index 0); empty in a stream's usage chunk.
+    pub choices: Option<Vec<C>>,
+    /// Token counts, written when `Some`. A stream sends them only with
+    /// `stream_options.include_usage`, and then `null` (`Some(None)`) on every chunk but the
+    /// last. Read as `Some(Some(…))` when counts came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<Usage>>,
+    /// An upstream's error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Value>,
 }
+
+/// A complete answer.
+pub type ChatCompletion<'a> = Completion<'a, Choice<'a>>;
+
+/// One streamed chunk of an answer.
+pub type ChatCompletionChunk<'a> = Completion<'a, ChunkChoice<'a>>;
 
 /// One answer of a [`ChatCompletion`].
 #[derive(Serialize, Deserialize, Default)]
@@ -326,33 +337,6 @@ impl Arguments<'_> {
             Arguments::Json(other) => other.to_string(),
         }
     }
-}
-
-/// One streamed `chat.completion.chunk`. A frame may carry `error` instead.
-#[derive(Serialize, Deserialize, Default)]
-pub struct ChatCompletionChunk<'a> {
-    /// The same id in every chunk of a stream.
-    pub id: Option<Cow<'a, str>>,
-    /// `chat.completion.chunk`.
-    #[serde(skip_deserializing)]
-    pub object: &'static str,
-    /// Unix seconds, the same in every chunk.
-    #[serde(skip_deserializing)]
-    pub created: i64,
-    /// The model that answers.
-    pub model: Option<Cow<'a, str>>,
-    /// Always `null` when written.
-    #[serde(skip_deserializing)]
-    pub system_fingerprint: Option<&'static str>,
-    /// The deltas; empty in the final usage chunk.
-    pub choices: Option<Vec<ChunkChoice<'a>>>,
-    /// Absent without `stream_options.include_usage`; with it, `null` on every chunk but
-    /// the last, which carries the counts. Read: `Some(Some(…))` when counts came.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Option<Usage>>,
-    /// An upstream's in-stream error.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Value>,
 }
 
 /// One delta of a [`ChatCompletionChunk`].

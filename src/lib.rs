@@ -20,3 +20,4 @@ pub mod policy;
 pub mod providers;
 pub mod server;
 pub mod tokens;
+pub mod wire;

@@ -104,23 +104,17 @@ pub async fn read_chat(
     };
     read_context(
         ctx,
-        parts,
         &parsed.request.model,
         parsed.request.metadata.get("feature"),
     );
     Ok(parsed)
 }
 
-/// Fill the context from a parsed request: the model asked for, the client's `x-*` headers
-/// (minus credentials) and the feature (`x-switchyard-feature`, else `metadata.feature`).
-pub fn read_context(
-    ctx: &mut RequestContext,
-    parts: &Parts,
-    model: &str,
-    metadata_feature: Option<&String>,
-) {
-    ctx.requested_model = model.to_string();
-    for (name, value) in &parts.headers {
+/// Fill the context from the request's headers, before anything else runs (so even a
+/// refused request's record names its feature): the client's `x-*` headers minus
+/// credentials, and the feature from `x-switchyard-feature`.
+pub fn read_headers(ctx: &mut RequestContext, headers: &http::HeaderMap) {
+    for (name, value) in headers {
         let name = name.as_str();
         if name.starts_with("x-") && name != "x-api-key" {
             if let Ok(value) = value.to_str() {
@@ -128,5 +122,12 @@ pub fn read_context(
             }
         }
     }
+    ctx.resolve_feature(None);
+}
+
+/// Fill the context from a parsed request: the model asked for, and the feature when only
+/// the body's `metadata.feature` names it.
+pub fn read_context(ctx: &mut RequestContext, model: &str, metadata_feature: Option<&String>) {
+    ctx.requested_model = model.to_string();
     ctx.resolve_feature(metadata_feature);
 }

@@ -162,6 +162,7 @@ pub async fn chat(
 ) -> Response<Body> {
     let mut exchange = Exchange::start(state, dialect, Endpoint::Chat);
     exchange.ctx.correlation_id = correlation_id_from(req.headers());
+    ingress::read_headers(&mut exchange.ctx, req.headers());
     let answer = match read_chat(&mut exchange, req).await {
         Ok(include_usage) => execute(exchange, include_usage).await,
         Err(err) => refuse(exchange, err).await,
@@ -290,6 +291,7 @@ fn log_error(exchange: &Exchange, err: &GatewayError) {
 pub async fn embeddings(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let mut exchange = Exchange::start(state, Dialect::OpenAi, Endpoint::Embeddings);
     exchange.ctx.correlation_id = correlation_id_from(req.headers());
+    ingress::read_headers(&mut exchange.ctx, req.headers());
     let answer = match read_embeddings(&mut exchange, req).await {
         Ok((request, encoding)) => execute_embeddings(exchange, request, encoding).await,
         Err(err) => refuse(exchange, err).await,
@@ -305,7 +307,7 @@ async fn read_embeddings(
     let (parts, body) = req.into_parts();
     let bytes = ingress::read_body(&exchange.state, &parts, body).await?;
     let parsed = crate::dialect::openai::parse_embeddings(&bytes)?;
-    ingress::read_context(&mut exchange.ctx, &parts, &parsed.request.model, None);
+    ingress::read_context(&mut exchange.ctx, &parsed.request.model, None);
     exchange.embedding_dimensions = parsed.request.dimensions;
     exchange.request = crate::canonical::ChatRequest {
         model: parsed.request.model.clone(),

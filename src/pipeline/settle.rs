@@ -29,7 +29,12 @@ pub fn estimate_usage(request: &ChatRequest, outcome: &Outcome) -> Usage {
 /// Cost in USD from the model's prices; `None` when the model has no prices.
 pub fn cost_usd(model: &ModelConfig, usage: &Usage) -> Option<f64> {
     let input_price = model.input_usd_per_mtok?;
-    let output_price = model.output_usd_per_mtok?;
+    // An embedding model has no output price and produces no output tokens.
+    let output_price = match model.output_usd_per_mtok {
+        Some(price) => price,
+        None if usage.output_tokens == 0 => 0.0,
+        None => return None,
+    };
     let cached_price = model.cached_input_usd_per_mtok.unwrap_or(input_price);
     let cached = usage.cached_input_tokens.min(usage.input_tokens);
     let uncached = usage.input_tokens - cached;

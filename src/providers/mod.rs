@@ -555,6 +555,19 @@ impl Registry {
     pub fn route(&self, model: &str) -> Option<&Route> {
         self.routes.get(model)
     }
+
+    /// Serve every model of the provider named `provider_name` with `provider` instead (an
+    /// embedder's own provider, or a scripted one in tests). Returns how many models moved.
+    pub fn replace_provider(&mut self, provider_name: &str, provider: Arc<dyn Provider>) -> usize {
+        let mut moved = 0;
+        for route in self.routes.values_mut() {
+            if &*route.provider_name == provider_name {
+                route.provider = provider.clone();
+                moved += 1;
+            }
+        }
+        moved
+    }
 }
 
 /// The pooled upstream client: rustls, TCP_NODELAY, keep-alive.

@@ -1,6 +1,8 @@
 //! Test harness: real `switchyard` processes on ephemeral 127.0.0.1 ports.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod inproc;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

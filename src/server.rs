@@ -209,25 +209,39 @@ pub async fn serve(
     Ok(())
 }
 
-/// Accept failures (out of file descriptors, mostly): back off, log once per episode.
+/// Accept failures (out of file descriptors, mostly): back off, and log once per episode
+/// (an episode lasts until accepting has worked for a minute without failing).
 #[derive(Default)]
 struct AcceptBackoff {
+    /// Failures in a row (sets the back-off).
     failures: u32,
+    /// Failures since the episode's warning, and when that warning was logged.
+    episode: Option<(u64, Instant)>,
 }
+
+/// Quiet time after which a new accept failure is a new episode, logged again.
+const ACCEPT_EPISODE: Duration = Duration::from_secs(60);
 
 impl AcceptBackoff {
     fn failed(&mut self, err: &std::io::Error) -> Duration {
-        if self.failures == 0 {
-            tracing::warn!(error = %err, "accept failed; backing off until it recovers");
+        match &mut self.episode {
+            Some((count, _)) => *count += 1,
+            None => {
+                tracing::warn!(error = %err, "accept failed; backing off until it recovers");
+                self.episode = Some((1, Instant::now()));
+            }
         }
         self.failures = self.failures.saturating_add(1);
         Duration::from_millis((10u64 << self.failures.min(7)).min(1_000))
     }
 
     fn recovered(&mut self) {
-        if self.failures > 0 {
-            tracing::info!(failures = self.failures, "accepting again");
-            self.failures = 0;
+        self.failures = 0;
+        if let Some((count, since)) = self.episode {
+            if since.elapsed() >= ACCEPT_EPISODE {
+                tracing::info!(failures = count, "accepting again");
+                self.episode = None;
+            }
         }
     }
 }

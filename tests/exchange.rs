@@ -314,3 +314,37 @@ async fn a_single_model_recovers_with_its_provider_instead_of_waiting_out_the_br
     assert_eq!(p1.calls(), 6);
     assert!(gw.state.breakers.healthy("p1"), "the probe closed it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimating_usage_for_huge_prompts_never_stalls_the_request_threads() {
+    // Two streams with a 300 KB prompt of one unbroken word leave after the first chunk: the
+    // provider reported no usage, so it is estimated. Unbounded tokenization on the request
+    // thread froze the gateway for about a minute; /healthz must keep answering.
+    let p1 = Scripted::new("p1", vec![Script::StreamThenHang(vec!["first words"])]);
+    let gw = start(&config(None, ""), |s| swap(s, "p1", p1.clone())).await;
+    let prompt = "x".repeat(300 * 1024);
+    for _ in 0..2 {
+        let body = json!({ "model": "m1", "stream": true, "messages": [{ "role": "user", "content": prompt }] });
+        let mut resp = send(gw.url("/v1/chat/completions"), "huge", &body).await;
+        let mut seen = String::new();
+        while !seen.contains("first words") {
+            let chunk = resp.chunk().await.unwrap().expect("the stream goes on");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    for _ in 0..10 {
+        let health = tokio::time::timeout(
+            Duration::from_secs(2),
+            client().get(gw.url("/healthz")).send(),
+        )
+        .await
+        .expect("healthz answers while usage is estimated");
+        assert_eq!(health.unwrap().status(), 200);
+    }
+    let records = gw.wait_records("huge", 2).await;
+    assert_eq!(records.len(), 2);
+    for record in records {
+        assert_eq!(record["usage"]["estimated"], true);
+        assert!(record["usage"]["input_tokens"].as_u64().unwrap() > 10_000);
+    }
+}

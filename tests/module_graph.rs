@@ -108,10 +108,20 @@ fn the_shared_leaves_import_nothing_from_the_request_path() {
     let graph = module_graph();
     for leaf in ["http", "context", "error", "canonical"] {
         let uses = graph.get(leaf).cloned().unwrap_or_default();
-        for above in ["pipeline", "server", "admin", "app", "logstore", "providers"] {
+        for above in [
+            "pipeline",
+            "server",
+            "admin",
+            "app",
+            "logstore",
+            "providers",
+        ] {
             assert!(!uses.contains(above), "{leaf} uses {above}: {uses:?}");
         }
     }
     let server = &graph["server"];
-    assert!(!server.contains("providers") && !server.contains("policy"), "{server:?}");
+    assert!(
+        !server.contains("providers") && !server.contains("policy"),
+        "{server:?}"
+    );
 }

@@ -383,3 +383,46 @@ async fn streamed_and_failed_requests_are_logged_too() {
     let v = until_total(&gw, "q=beaver&status=502", 1).await;
     assert_eq!(v["hits"][0]["status"], 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_by_shutdown_is_logged_once_with_what_it_sent() {
+    set_provider_env();
+    // A slow stream (100 chunks, 300 ms apart) outlives the 300 ms shutdown grace period.
+    let mock = mock_provider(&["--stream-chunks", "100", "--chunk-interval-ms", "300"]);
+    let config =
+        log_config(&mock, "").replace("shutdown_grace_ms = 5000", "shutdown_grace_ms = 300");
+    let mut gw = gateway(&config);
+    let mut resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-switchyard-feature", "cut-by-shutdown")
+        .json(&json!({"model": "gpt-test", "stream": true, "messages": [{"role": "user", "content": "narwhal"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let _ = resp.chunk().await.unwrap();
+    let status = gw.signal_and_wait("TERM");
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    drop(resp);
+    let dir = std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap());
+    drop(gw);
+    let gw = gateway_in(dir, &log_config(&mock, ""));
+    let v = until_total(&gw, "feature=cut-by-shutdown", 1).await;
+    assert_eq!(v["total"], 1, "{v}");
+    let record: Value = client()
+        .get(gw.url(&format!("/admin/logs/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        record["error"].as_str().unwrap_or("").contains("shut down"),
+        "{record}"
+    );
+    assert_eq!(record["client_disconnected"], false);
+}

@@ -236,7 +236,10 @@ impl Drop for Exchange {
 /// hand-off. Returns the record when the log is backed up, for the caller to wait with.
 fn tail(mut done: Finished) -> Option<super::log::Backlog> {
     if done.outcome.needs_estimate() {
-        done.outcome.usage = super::settle::estimate_usage(&done.request, &done.outcome);
+        // At shutdown, the cheap byte estimate: loading the tokenizer could outlast the
+        // time left to flush the log.
+        let quick = done.state.closing.load(Ordering::Acquire);
+        done.outcome.usage = super::settle::estimate_usage(&done.request, &done.outcome, quick);
     }
     let stages = done.state.stages.clone();
     stages.on_finish(&done);

@@ -7,19 +7,28 @@ use crate::config::ModelConfig;
 
 /// A usage estimate for an answer the provider reported no usage for, marked `estimated`.
 /// Bounded in time and size (see [`crate::tokens::count_bounded`]); call it off the request
-/// threads.
-pub fn estimate_usage(request: &ChatRequest, outcome: &Outcome) -> Usage {
-    let output_tokens = crate::tokens::count_bounded(&outcome.text)
+/// threads. `quick` counts 4 bytes per token instead of tokenizing (at shutdown).
+pub fn estimate_usage(request: &ChatRequest, outcome: &Outcome, quick: bool) -> Usage {
+    let count = |text: &str| {
+        if quick {
+            (text.len() as u64).div_ceil(4)
+        } else {
+            crate::tokens::count_bounded(text)
+        }
+    };
+    let output_tokens = count(&outcome.text)
         + outcome
             .tool_calls
             .iter()
-            .map(|call| {
-                crate::tokens::count_bounded(&call.name)
-                    + crate::tokens::count_bounded(&call.arguments)
-            })
+            .map(|call| count(&call.name) + count(&call.arguments))
             .sum::<u64>();
+    let input_tokens = if quick {
+        crate::tokens::quick_estimate_input(request)
+    } else {
+        crate::tokens::estimate_input(request)
+    };
     Usage {
-        input_tokens: crate::tokens::estimate_input(request),
+        input_tokens,
         output_tokens,
         cached_input_tokens: 0,
         estimated: true,
@@ -108,7 +117,7 @@ mod tests {
             text: "general kenobi".into(),
             ..Outcome::default()
         };
-        let usage = estimate_usage(&request, &outcome);
+        let usage = estimate_usage(&request, &outcome, false);
         assert!(usage.estimated);
         assert!(usage.input_tokens > 0 && usage.output_tokens > 0);
     }

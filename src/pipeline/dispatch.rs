@@ -59,7 +59,7 @@ impl Dispatcher<'_> {
     ) -> Result<(ChatResponse, Route), GatewayError> {
         let timeout = plan.timeout;
         self.walk(plan, attempts, |route: &Route| {
-            let call = route.provider.chat(req, route.model.upstream_id());
+            let call = route.provider.chat(req, route.model.upstream_id(), None);
             let name = route.provider_name.clone();
             async move {
                 match timeout {

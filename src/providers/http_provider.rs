@@ -2,8 +2,8 @@
 
 use super::sse::SseParser;
 use super::{
-    parse_retry_after, status_error, timeout_error, transport_error, EventStream, Provider,
-    StreamDecoder, Wire, WireRequest,
+    headers_timeout_error, parse_retry_after, status_error, timeout_error, transport_error,
+    EventStream, Provider, StreamDecoder, Wire, WireRequest,
 };
 use crate::canonical::{
     ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent,
@@ -50,16 +50,19 @@ impl<W: Wire> HttpProvider<W> {
     }
 
     /// Send a built request and parse the whole answer with `parse`.
+    /// `headers_deadline`, when shorter than the provider's `timeout`, bounds the wait for
+    /// the response headers.
     fn whole<T: Send + 'static>(
         &self,
         wire_req: Result<WireRequest, GatewayError>,
+        headers_deadline: Option<Duration>,
         parse: fn(&W, &[u8]) -> Result<T, GatewayError>,
     ) -> BoxFuture<'static, Result<T, GatewayError>> {
         let wire_req = match wire_req {
             Ok(r) => r,
             Err(err) => return Box::pin(async move { Err(err) }),
         };
-        let send = self.send(wire_req);
+        let send = self.send(wire_req, headers_deadline);
         let (wire, name, timeout) = (self.wire.clone(), self.name.clone(), self.timeout);
         Box::pin(async move {
             let response = send.await?;
@@ -93,9 +96,13 @@ impl<W: Wire> HttpProvider<W> {
         Ok(url)
     }
 
+    /// Send the request and wait for its status and headers: within `timeout`, or within
+    /// `headers_deadline` when that is shorter (then a timeout names the missing headers).
+    /// A non-success status becomes the provider's error.
     fn send(
         &self,
         wire_req: WireRequest,
+        headers_deadline: Option<Duration>,
     ) -> impl std::future::Future<Output = Result<reqwest::Response, GatewayError>> + Send + 'static
     {
         let url = self.url(&wire_req.path);
@@ -113,10 +120,15 @@ impl<W: Wire> HttpProvider<W> {
         let timeout = self.timeout;
         async move {
             let builder = builder?;
-            let response = tokio::time::timeout(timeout, builder.send())
-                .await
-                .map_err(|_| timeout_error(&name, timeout))?
-                .map_err(|err| transport_error(&name, err))?;
+            let response = match headers_deadline.filter(|limit| *limit < timeout) {
+                Some(limit) => tokio::time::timeout(limit, builder.send())
+                    .await
+                    .map_err(|_| headers_timeout_error(&name, limit))?,
+                None => tokio::time::timeout(timeout, builder.send())
+                    .await
+                    .map_err(|_| timeout_error(&name, timeout))?,
+            }
+            .map_err(|err| transport_error(&name, err))?;
             if response.status().is_success() {
                 return Ok(response);
             }
@@ -142,9 +154,11 @@ impl<W: Wire> Provider for HttpProvider<W> {
         &self,
         req: &ChatRequest,
         upstream_model: &str,
+        headers_deadline: Option<Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
         self.whole(
             self.wire.chat_request(req, upstream_model, false),
+            headers_deadline,
             W::parse_chat,
         )
     }
@@ -158,7 +172,7 @@ impl<W: Wire> Provider for HttpProvider<W> {
             Ok(r) => r,
             Err(err) => return Box::pin(async move { Err(err) }),
         };
-        let send = self.send(wire_req);
+        let send = self.send(wire_req, None);
         let decoder = self.wire.stream_decoder(upstream_model);
         let name = self.name.clone();
         let idle = self.timeout;
@@ -175,6 +189,7 @@ impl<W: Wire> Provider for HttpProvider<W> {
     ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
         self.whole(
             self.wire.embeddings_request(req, upstream_model),
+            None,
             W::parse_embeddings,
         )
     }
@@ -255,3 +270,7 @@ where
     .flatten()
     .boxed()
 }
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

@@ -33,10 +33,17 @@ pub type EventStream = futures_util::stream::BoxStream<'static, Result<StreamEve
 /// Something that answers canonical chat requests.
 pub trait Provider: Send + Sync + 'static {
     /// Answer `req` with the model `upstream_model`, all at once.
+    ///
+    /// `headers_deadline` bounds the time until the upstream's response headers (for the
+    /// in-process mock: its latency or hang before answering); past it the call fails with a
+    /// retryable [`ErrorCode::Timeout`] ([`headers_timeout_error`]). `None` leaves only the
+    /// provider's own `timeout_ms`. This is how a route's `first_token_ms` applies to a
+    /// non-streaming request.
     fn chat(
         &self,
         req: &ChatRequest,
         upstream_model: &str,
+        headers_deadline: Option<Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>>;
 
     /// Answer as a stream. The future resolves once the provider has accepted the request
@@ -190,6 +197,18 @@ pub fn timeout_error(provider: &str, after: Duration) -> GatewayError {
         ErrorCode::Timeout,
         format!(
             "provider `{provider}` did not answer within {} ms",
+            after.as_millis()
+        ),
+    )
+}
+
+/// 504: the provider sent no response headers within the caller's headers deadline (a
+/// non-streaming request's first-token deadline).
+pub fn headers_timeout_error(provider: &str, after: Duration) -> GatewayError {
+    GatewayError::upstream(
+        ErrorCode::Timeout,
+        format!(
+            "provider `{provider}` sent no response headers within {} ms",
             after.as_millis()
         ),
     )
@@ -378,7 +397,7 @@ pub fn build_provider(
                 client,
                 openai::OpenAiWire::new(key),
             )),
-            None => Arc::new(mock::MockProvider::new(p.mock.clone())),
+            None => Arc::new(mock::MockProvider::new(p.mock.clone()).named(&p.name)),
         },
         other => {
             return Err(GatewayError::internal(format!(

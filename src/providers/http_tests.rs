@@ -1,0 +1,126 @@
+//! Tests of the HTTP executor against small hostile upstreams on 127.0.0.1:0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::canonical::{Message, Role};
+use crate::config::Secret;
+use crate::providers::openai::OpenAiWire;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+/// A valid OpenAI chat completion body.
+pub(crate) const COMPLETION: &str = r#"{"id":"c1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+
+/// Read one request (headers and a `content-length` body) from `socket`.
+pub(crate) async fn read_request(socket: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+/// An upstream on 127.0.0.1:0 that runs `answer` on every connection after reading its
+/// request.
+pub(crate) async fn upstream<F, Fut>(answer: F) -> std::net::SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                read_request(&mut socket).await;
+                answer(socket).await;
+            });
+        }
+    });
+    addr
+}
+
+fn provider(addr: std::net::SocketAddr, timeout: Duration) -> HttpProvider<OpenAiWire> {
+    HttpProvider::new(
+        "hostile",
+        &format!("http://{addr}/v1"),
+        timeout,
+        crate::providers::http_client().unwrap(),
+        OpenAiWire::new(Secret::new("sk-upstream".into())),
+    )
+}
+
+fn request() -> ChatRequest {
+    ChatRequest {
+        model: "m".into(),
+        messages: vec![Message::text(Role::User, "hi")],
+        ..ChatRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn chat_fails_with_a_timeout_when_headers_miss_the_headers_deadline() {
+    let addr = upstream(|mut socket| async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let _ = socket.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+    })
+    .await;
+    let provider = provider(addr, Duration::from_secs(30));
+    let started = Instant::now();
+    let err = provider
+        .chat(&request(), "m", Some(Duration::from_millis(200)))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited too long"
+    );
+    assert_eq!(err.code, ErrorCode::Timeout);
+    assert!(err.retryable());
+    assert_eq!(
+        err.message,
+        "provider `hostile` sent no response headers within 200 ms"
+    );
+}
+
+#[tokio::test]
+async fn chat_within_the_headers_deadline_answers() {
+    let addr = upstream(|mut socket| async move {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            COMPLETION.len()
+        );
+        let _ = socket.write_all(head.as_bytes()).await;
+        let _ = socket.write_all(COMPLETION.as_bytes()).await;
+    })
+    .await;
+    let provider = provider(addr, Duration::from_secs(30));
+    let response = provider
+        .chat(&request(), "m", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(response.text, "hi");
+}

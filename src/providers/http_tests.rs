@@ -5,6 +5,7 @@
 use super::*;
 use crate::canonical::{Message, Role};
 use crate::config::Secret;
+use crate::providers::{http_client, Registry};
 use crate::providers::openai::OpenAiWire;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -68,7 +69,7 @@ fn provider(addr: std::net::SocketAddr, timeout: Duration) -> HttpProvider<OpenA
         "hostile",
         &format!("http://{addr}/v1"),
         timeout,
-        crate::providers::http_client().unwrap(),
+        http_client(Duration::from_secs(5)).unwrap(),
         OpenAiWire::new(Secret::new("sk-upstream".into())),
     )
 }
@@ -123,4 +124,73 @@ async fn chat_within_the_headers_deadline_answers() {
         .await
         .unwrap();
     assert_eq!(response.text, "hi");
+}
+
+/// A listener whose accept queue is full: it never accepts, and connections fill its
+/// backlog, so the kernel drops further SYNs and a connect hangs. Keep the returned
+/// connections alive for as long as the listener must stay full.
+fn full_backlog_listener() -> (
+    std::net::SocketAddr,
+    socket2::Socket,
+    Vec<std::net::TcpStream>,
+) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(1).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => fillers.push(stream),
+            Err(_) => return (addr, socket, fillers),
+        }
+    }
+    panic!("the backlog of {addr} never filled");
+}
+
+#[tokio::test]
+async fn connect_timeout_ms_of_the_provider_config_bounds_the_connect() {
+    let (addr, _listener, _fillers) = full_backlog_listener();
+    let config = crate::config::Config::parse(
+        &format!(
+            r#"
+[[providers]]
+name = "backlogged"
+kind = "openai-compatible"
+base_url = "http://{addr}/v1"
+timeout_ms = 60000
+connect_timeout_ms = 300
+
+[[models]]
+name = "m"
+provider = "backlogged"
+"#
+        ),
+        std::path::Path::new("test.toml"),
+    )
+    .unwrap();
+    let registry = Registry::from_config(&config).unwrap();
+    let route = registry.route("m").unwrap();
+    let started = Instant::now();
+    let call = route.provider.chat(&request(), "m", None);
+    let err = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .expect("the connect was not bounded by connect_timeout_ms")
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(err.code, ErrorCode::Timeout);
+    assert!(
+        err.message
+            .starts_with("timed out connecting to provider `backlogged`"),
+        "{}",
+        err.message
+    );
 }

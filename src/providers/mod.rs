@@ -221,7 +221,9 @@ pub fn transport_error(provider: &str, err: reqwest::Error) -> GatewayError {
     } else {
         ErrorCode::BadGateway
     };
-    let what = if err.is_connect() {
+    let what = if err.is_connect() && err.is_timeout() {
+        "timed out connecting to"
+    } else if err.is_connect() {
         "cannot connect to"
     } else if err.is_timeout() {
         "timed out talking to"
@@ -304,12 +306,21 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Build every provider (one shared pooled HTTP client) and index models by name.
+    /// Build every provider and index models by name. Providers share one pooled HTTP
+    /// client per distinct `connect_timeout_ms`.
     pub fn from_config(config: &Config) -> Result<Registry, GatewayError> {
-        let client = http_client()?;
+        let mut clients: HashMap<u64, reqwest::Client> = HashMap::new();
         let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
         for p in &config.providers {
-            providers.insert(p.name.as_str(), build_provider(p, client.clone())?);
+            let client = match clients.get(&p.connect_timeout_ms) {
+                Some(client) => client.clone(),
+                None => {
+                    let client = http_client(Duration::from_millis(p.connect_timeout_ms))?;
+                    clients.insert(p.connect_timeout_ms, client.clone());
+                    client
+                }
+            };
+            providers.insert(p.name.as_str(), build_provider(p, client)?);
         }
         let mut routes = HashMap::new();
         let mut model_names = Vec::new();
@@ -339,13 +350,14 @@ impl Registry {
     }
 }
 
-/// The pooled upstream client: rustls, TCP_NODELAY, keep-alive.
-pub fn http_client() -> Result<reqwest::Client, GatewayError> {
+/// A pooled upstream client: rustls, TCP_NODELAY, keep-alive, and `connect_timeout` for
+/// each new connection (TCP and TLS handshakes).
+pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, GatewayError> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(connect_timeout)
         .build()
         .map_err(|err| GatewayError::internal(format!("cannot build http client: {err}")))
 }

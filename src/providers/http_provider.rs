@@ -3,7 +3,7 @@
 use super::sse::SseParser;
 use super::{
     headers_timeout_error, parse_retry_after, status_error, timeout_error, transport_error,
-    EventStream, Provider, StreamDecoder, Wire, WireRequest,
+    EventStream, Provider, StreamDecoder, Target, Wire, WireRequest,
 };
 use crate::canonical::{
     ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent,
@@ -23,6 +23,8 @@ pub struct HttpProvider<W: Wire> {
     timeout: Duration,
     client: reqwest::Client,
     wire: Arc<W>,
+    /// `max_output_tokens` of this provider's models, by upstream id.
+    output_limits: HashMap<String, u32>,
     /// Parsed upstream URLs by path: parsing (with IDNA) on every request costs microseconds.
     urls: std::sync::RwLock<HashMap<String, reqwest::Url>>,
 }
@@ -45,11 +47,24 @@ impl<W: Wire> HttpProvider<W> {
             timeout,
             client,
             wire: Arc::new(wire),
+            output_limits: HashMap::new(),
             urls: std::sync::RwLock::new(HashMap::new()),
         }
     }
 
     /// Send a built request and parse the whole answer with `parse`.
+    /// Cap `max_tokens` per upstream model id (the `[[models]]` `max_output_tokens` of the
+    /// models this provider serves).
+    pub fn with_output_limits(mut self, limits: HashMap<String, u32>) -> Self {
+        self.output_limits = limits;
+        self
+    }
+
+    fn target<'a>(&self, upstream_model: &'a str) -> Target<'a> {
+        Target::new(upstream_model)
+            .with_max_output_tokens(self.output_limits.get(upstream_model).copied())
+    }
+
     /// `headers_deadline`, when shorter than the provider's `timeout`, bounds the wait for
     /// the response headers.
     fn whole<T: Send + 'static>(
@@ -157,7 +172,8 @@ impl<W: Wire> Provider for HttpProvider<W> {
         headers_deadline: Option<Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
         self.whole(
-            self.wire.chat_request(req, upstream_model, false),
+            self.wire
+                .chat_request(req, &self.target(upstream_model), false),
             headers_deadline,
             W::parse_chat,
         )
@@ -168,7 +184,10 @@ impl<W: Wire> Provider for HttpProvider<W> {
         req: &ChatRequest,
         upstream_model: &str,
     ) -> BoxFuture<'static, Result<EventStream, GatewayError>> {
-        let wire_req = match self.wire.chat_request(req, upstream_model, true) {
+        let wire_req = match self
+            .wire
+            .chat_request(req, &self.target(upstream_model), true)
+        {
             Ok(r) => r,
             Err(err) => return Box::pin(async move { Err(err) }),
         };

@@ -5,8 +5,8 @@
 use super::*;
 use crate::canonical::{Message, Role};
 use crate::config::Secret;
-use crate::providers::{http_client, Registry};
 use crate::providers::openai::OpenAiWire;
+use crate::providers::{http_client, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -193,4 +193,51 @@ provider = "backlogged"
         "{}",
         err.message
     );
+}
+
+#[tokio::test]
+async fn registry_sends_the_models_max_output_tokens_upstream() {
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let _ = seen_tx.send(read_request(&mut socket).await);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            COMPLETION.len()
+        );
+        let _ = socket.write_all(head.as_bytes()).await;
+        let _ = socket.write_all(COMPLETION.as_bytes()).await;
+    });
+    let config = crate::config::Config::parse(
+        &format!(
+            r#"
+[[providers]]
+name = "up"
+kind = "openai-compatible"
+base_url = "http://{addr}/v1"
+
+[[models]]
+name = "small"
+provider = "up"
+upstream = "small-v1"
+max_output_tokens = 123
+"#
+        ),
+        std::path::Path::new("test.toml"),
+    )
+    .unwrap();
+    let registry = Registry::from_config(&config).unwrap();
+    let route = registry.route("small").unwrap();
+    route
+        .provider
+        .chat(&request(), route.model.upstream_id(), None)
+        .await
+        .unwrap();
+    let sent = seen_rx.recv().await.unwrap();
+    let body = &sent[sent.find("\r\n\r\n").unwrap() + 4..];
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["max_tokens"], 123);
+    assert_eq!(body["model"], "small-v1");
 }

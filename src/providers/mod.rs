@@ -62,6 +62,40 @@ pub trait Provider: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>>;
 }
 
+/// The model a wire adapter calls: the id sent upstream and its output limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The model id sent upstream.
+    pub upstream_id: &'a str,
+    /// The model's `max_output_tokens` from `[[models]]`, if set.
+    pub max_output_tokens: Option<u32>,
+}
+
+impl<'a> Target<'a> {
+    /// A target with no output limit.
+    pub fn new(upstream_id: &'a str) -> Self {
+        Target {
+            upstream_id,
+            max_output_tokens: None,
+        }
+    }
+
+    /// The same target with the model's output limit.
+    pub fn with_max_output_tokens(mut self, limit: Option<u32>) -> Self {
+        self.max_output_tokens = limit;
+        self
+    }
+
+    /// The `max_tokens` to send for a request asking `requested`: capped by the model's
+    /// limit, or that limit when the request names none (`None` when neither does).
+    pub fn max_tokens(&self, requested: Option<u32>) -> Option<u32> {
+        match (requested, self.max_output_tokens) {
+            (Some(asked), Some(limit)) => Some(asked.min(limit)),
+            (asked, limit) => asked.or(limit),
+        }
+    }
+}
+
 /// An upstream HTTP request built by a wire adapter.
 #[derive(Debug)]
 pub struct WireRequest {
@@ -89,11 +123,14 @@ pub trait Wire: Send + Sync + 'static {
     /// The provider kind, for messages (`openai`, `anthropic` …).
     fn kind(&self) -> &'static str;
 
-    /// Build the chat call. A field this provider cannot honour is a 400 naming it.
+    /// Build the chat call for `target`. A field this provider cannot honour is a 400
+    /// naming it. `max_tokens` is the request's, capped by the target's
+    /// `max_output_tokens`, or that limit when the request names none
+    /// ([`Target::max_tokens`]).
     fn chat_request(
         &self,
         req: &ChatRequest,
-        upstream_model: &str,
+        target: &Target<'_>,
         stream: bool,
     ) -> Result<WireRequest, GatewayError>;
 
@@ -320,7 +357,8 @@ impl Registry {
                     client
                 }
             };
-            providers.insert(p.name.as_str(), build_provider(p, client)?);
+            let limits = output_limits(config, &p.name);
+            providers.insert(p.name.as_str(), build_provider(p, client, limits)?);
         }
         let mut routes = HashMap::new();
         let mut model_names = Vec::new();
@@ -371,44 +409,67 @@ fn api_key(p: &ProviderConfig) -> Secret<String> {
     )
 }
 
-/// The registry line per provider kind.
+/// The `max_output_tokens` of the models `provider` serves, by upstream id (when two models
+/// share an upstream id, the smaller limit applies).
+fn output_limits(config: &Config, provider: &str) -> HashMap<String, u32> {
+    let mut limits: HashMap<String, u32> = HashMap::new();
+    for m in config.models.iter().filter(|m| m.provider == provider) {
+        if let Some(limit) = m.max_output_tokens {
+            limits
+                .entry(m.upstream_id().to_string())
+                .and_modify(|l| *l = (*l).min(limit))
+                .or_insert(limit);
+        }
+    }
+    limits
+}
+
+/// The registry line per provider kind. `output_limits` caps `max_tokens` per upstream
+/// model id.
 pub fn build_provider(
     p: &ProviderConfig,
     client: reqwest::Client,
+    output_limits: HashMap<String, u32>,
 ) -> Result<Arc<dyn Provider>, GatewayError> {
     let timeout = Duration::from_millis(p.timeout_ms);
     let key = api_key(p);
     let base = |default: &str| p.base_url.clone().unwrap_or_else(|| default.to_string());
     let provider: Arc<dyn Provider> = match p.kind.as_str() {
-        "openai" | "openai-compatible" => Arc::new(HttpProvider::new(
-            &p.name,
-            &base("https://api.openai.com/v1"),
-            timeout,
-            client,
-            openai::OpenAiWire::new(key),
-        )),
-        "anthropic" => Arc::new(HttpProvider::new(
-            &p.name,
-            &base("https://api.anthropic.com/v1"),
-            timeout,
-            client,
-            anthropic::AnthropicWire::new(key, p.anthropic_version.clone()),
-        )),
-        "gemini" => Arc::new(HttpProvider::new(
-            &p.name,
-            &base("https://generativelanguage.googleapis.com/v1beta"),
-            timeout,
-            client,
-            gemini::GeminiWire::new(key),
-        )),
-        "mock" => match &p.base_url {
-            Some(url) => Arc::new(HttpProvider::new(
+        "openai" | "openai-compatible" => Arc::new(
+            HttpProvider::new(
                 &p.name,
-                url,
+                &base("https://api.openai.com/v1"),
                 timeout,
                 client,
                 openai::OpenAiWire::new(key),
-            )),
+            )
+            .with_output_limits(output_limits),
+        ),
+        "anthropic" => Arc::new(
+            HttpProvider::new(
+                &p.name,
+                &base("https://api.anthropic.com/v1"),
+                timeout,
+                client,
+                anthropic::AnthropicWire::new(key, p.anthropic_version.clone()),
+            )
+            .with_output_limits(output_limits),
+        ),
+        "gemini" => Arc::new(
+            HttpProvider::new(
+                &p.name,
+                &base("https://generativelanguage.googleapis.com/v1beta"),
+                timeout,
+                client,
+                gemini::GeminiWire::new(key),
+            )
+            .with_output_limits(output_limits),
+        ),
+        "mock" => match &p.base_url {
+            Some(url) => Arc::new(
+                HttpProvider::new(&p.name, url, timeout, client, openai::OpenAiWire::new(key))
+                    .with_output_limits(output_limits),
+            ),
             None => Arc::new(mock::MockProvider::new(p.mock.clone()).named(&p.name)),
         },
         other => {

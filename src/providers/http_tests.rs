@@ -68,7 +68,7 @@ fn provider(addr: std::net::SocketAddr, timeout: Duration) -> HttpProvider<OpenA
     HttpProvider::new(
         "hostile",
         &format!("http://{addr}/v1"),
-        timeout,
+        HttpLimits::new(timeout),
         http_client(Duration::from_secs(5)).unwrap(),
         OpenAiWire::new(Secret::new("sk-upstream".into())),
     )
@@ -240,4 +240,157 @@ max_output_tokens = 123
     let body: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["max_tokens"], 123);
     assert_eq!(body["model"], "small-v1");
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_is_a_502_naming_the_provider() {
+    let (hit_tx, mut hit_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let target = upstream(move |_socket| {
+        let _ = hit_tx.send("the redirect target was reached".into());
+        async {}
+    })
+    .await;
+    let addr = upstream(move |mut socket| async move {
+        let head = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{target}/v1/chat/completions\r\ncontent-length: 0\r\n\r\n"
+        );
+        let _ = socket.write_all(head.as_bytes()).await;
+    })
+    .await;
+    let err = provider(addr, Duration::from_secs(5))
+        .chat(&request(), "m", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadGateway);
+    assert_eq!(err.status(), 502);
+    assert_eq!(
+        err.message,
+        "provider `hostile` answered with a redirect (307), which is not followed"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(hit_rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_body_declared_larger_than_max_response_bytes_is_refused_unread() {
+    let addr = upstream(|mut socket| async move {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10000000000\r\n\r\n{";
+        let _ = socket.write_all(head.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    })
+    .await;
+    let mut limits = HttpLimits::new(Duration::from_secs(30));
+    limits.max_response_bytes = 1024;
+    let provider = HttpProvider::new(
+        "hostile",
+        &format!("http://{addr}/v1"),
+        limits,
+        http_client(Duration::from_secs(5)).unwrap(),
+        OpenAiWire::new(Secret::new("sk-upstream".into())),
+    );
+    let err = provider.chat(&request(), "m", None).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadGateway);
+    assert_eq!(
+        err.message,
+        "provider `hostile` sent a response larger than 1024 bytes (max_response_bytes)"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_error_body_is_read_only_up_to_its_cap() {
+    let addr = upstream(|mut socket| async move {
+        let _ = socket
+            .write_all(b"HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        let piece = format!("{:x}\r\n{}\r\n", 8192, "e".repeat(8192));
+        while socket.write_all(piece.as_bytes()).await.is_ok() {}
+    })
+    .await;
+    let started = Instant::now();
+    let err = provider(addr, Duration::from_secs(30))
+        .chat(&request(), "m", None)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(err.upstream_status, Some(500));
+    assert!(err.message.len() < 2 * 1024, "{}", err.message.len());
+}
+
+/// An upstream streaming OpenAI chunks: one content event, then `tail` forever.
+async fn streaming_upstream(tail: &'static str, every: Duration) -> std::net::SocketAddr {
+    upstream(move |mut socket| async move {
+        let first = r#"data: {"id":"c1","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"}}]}"#;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        let _ = socket.write_all(head.as_bytes()).await;
+        let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len());
+        let _ = socket.write_all(chunk(&format!("{first}\n\n")).as_bytes()).await;
+        while socket.write_all(chunk(tail).as_bytes()).await.is_ok() {
+            if !every.is_zero() {
+                tokio::time::sleep(every).await;
+            }
+        }
+    })
+    .await
+}
+
+async fn stream_error(limits: HttpLimits, addr: std::net::SocketAddr) -> GatewayError {
+    let provider = HttpProvider::new(
+        "hostile",
+        &format!("http://{addr}/v1"),
+        limits,
+        http_client(Duration::from_secs(5)).unwrap(),
+        OpenAiWire::new(Secret::new("sk-upstream".into())),
+    );
+    let mut stream = provider.chat_stream(&request(), "m").await.unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(item) = stream.next().await {
+            if let Err(err) = item {
+                return err;
+            }
+        }
+        panic!("the stream ended without an error");
+    });
+    drained.await.expect("the stream never ended")
+}
+
+#[tokio::test]
+async fn an_endless_stream_of_events_ends_at_stream_timeout() {
+    let tail = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
+    let addr = streaming_upstream(tail, Duration::from_millis(20)).await;
+    let mut limits = HttpLimits::new(Duration::from_secs(30));
+    limits.stream_timeout = Some(Duration::from_millis(500));
+    let err = stream_error(limits, addr).await;
+    assert_eq!(err.code, ErrorCode::Timeout);
+    assert_eq!(
+        err.message,
+        "provider `hostile` stream exceeded its 500 ms deadline (stream_timeout_ms)"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_of_comments_only_ends_at_the_idle_bound() {
+    let addr = streaming_upstream(": keep-alive\n\n", Duration::from_millis(20)).await;
+    let mut limits = HttpLimits::new(Duration::from_secs(30));
+    limits.stream_idle = Duration::from_millis(300);
+    let err = stream_error(limits, addr).await;
+    assert_eq!(err.code, ErrorCode::Timeout);
+    assert_eq!(
+        err.message,
+        "provider `hostile` sent no stream event for 300 ms"
+    );
+}
+
+#[tokio::test]
+async fn an_event_that_never_ends_fails_the_stream() {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let line = LINE.get_or_init(|| format!("data: {}\n", "x".repeat(16 * 1024)));
+    let addr = streaming_upstream(line, Duration::ZERO).await;
+    let err = stream_error(HttpLimits::new(Duration::from_secs(30)), addr).await;
+    assert_eq!(err.code, ErrorCode::BadGateway);
+    assert!(
+        err.message
+            .starts_with("provider `hostile`: stream event larger than"),
+        "{}",
+        err.message
+    );
 }

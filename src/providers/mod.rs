@@ -12,7 +12,7 @@ pub mod mock;
 pub mod openai;
 pub mod sse;
 
-pub use http_provider::HttpProvider;
+pub use http_provider::{HttpLimits, HttpProvider, MAX_ERROR_BODY_BYTES};
 
 use crate::canonical::{
     ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent,
@@ -283,6 +283,12 @@ pub fn status_error(
             ErrorCode::RateLimited,
             format!("provider `{provider}` is rate limiting: {message}"),
         ),
+        300..=399 => (
+            ErrorCode::BadGateway,
+            format!(
+                "provider `{provider}` answered with a redirect ({status}), which is not followed"
+            ),
+        ),
         401 | 403 => (
             ErrorCode::BadGateway,
             format!("provider `{provider}` rejected the gateway's credentials ({status})"),
@@ -388,14 +394,16 @@ impl Registry {
     }
 }
 
-/// A pooled upstream client: rustls, TCP_NODELAY, keep-alive, and `connect_timeout` for
-/// each new connection (TCP and TLS handshakes).
+/// A pooled upstream client: rustls, TCP_NODELAY, keep-alive, `connect_timeout` for each
+/// new connection (TCP and TLS handshakes), and no redirects followed: a redirect would send
+/// the provider key and the prompt to whatever host it names, so a 3xx is an error instead.
 pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, GatewayError> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|err| GatewayError::internal(format!("cannot build http client: {err}")))
 }
@@ -431,7 +439,7 @@ pub fn build_provider(
     client: reqwest::Client,
     output_limits: HashMap<String, u32>,
 ) -> Result<Arc<dyn Provider>, GatewayError> {
-    let timeout = Duration::from_millis(p.timeout_ms);
+    let limits = HttpLimits::from_config(p);
     let key = api_key(p);
     let base = |default: &str| p.base_url.clone().unwrap_or_else(|| default.to_string());
     let provider: Arc<dyn Provider> = match p.kind.as_str() {
@@ -439,7 +447,7 @@ pub fn build_provider(
             HttpProvider::new(
                 &p.name,
                 &base("https://api.openai.com/v1"),
-                timeout,
+                limits,
                 client,
                 openai::OpenAiWire::new(key),
             )
@@ -449,7 +457,7 @@ pub fn build_provider(
             HttpProvider::new(
                 &p.name,
                 &base("https://api.anthropic.com/v1"),
-                timeout,
+                limits,
                 client,
                 anthropic::AnthropicWire::new(key, p.anthropic_version.clone()),
             )
@@ -459,7 +467,7 @@ pub fn build_provider(
             HttpProvider::new(
                 &p.name,
                 &base("https://generativelanguage.googleapis.com/v1beta"),
-                timeout,
+                limits,
                 client,
                 gemini::GeminiWire::new(key),
             )
@@ -467,7 +475,7 @@ pub fn build_provider(
         ),
         "mock" => match &p.base_url {
             Some(url) => Arc::new(
-                HttpProvider::new(&p.name, url, timeout, client, openai::OpenAiWire::new(key))
+                HttpProvider::new(&p.name, url, limits, client, openai::OpenAiWire::new(key))
                     .with_output_limits(output_limits),
             ),
             None => Arc::new(mock::MockProvider::new(p.mock.clone()).named(&p.name)),

@@ -95,6 +95,8 @@ fn record(i: usize) -> LogRecord {
         client_disconnected: false,
         policy_version: Some(1),
         replay_of: None,
+        correlation_id: None,
+        embedding_dimensions: None,
     }
 }
 

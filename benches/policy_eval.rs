@@ -124,6 +124,7 @@ fn request(feature: &str) -> PolicyRequest {
     headers.insert("x-request-id".to_string(), "3f2a9c".to_string());
     PolicyRequest {
         id: "01J8ZK3Q4T7M".into(),
+        endpoint: "chat",
         user: "alice".into(),
         team: Some("support".into()),
         tier: Some("pro".into()),

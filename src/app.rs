@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::logstore::LogStore;
-use crate::pipeline::{auth, health::Health, AppState};
+use crate::pipeline::{auth, breaker::Breakers, chaos::Chaos, stages::Stages, AppState};
 use crate::policy::{ConfigHost, LatencyWindow, PolicyOptions, PolicyStore};
 use crate::providers::Registry;
 use std::sync::Arc;
@@ -19,8 +19,15 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     let config = Arc::new(config);
     let registry = Registry::from_config(&config).map_err(|e| anyhow::anyhow!(e.message))?;
     let latency = Arc::new(LatencyWindow::default());
-    let health = Arc::new(Health::new(config.dispatch.clone()));
-    let health_for_policy = health.clone();
+    if let Some(var) = &config.server.admin_key_env {
+        if std::env::var(var).map_or(true, |key| key.is_empty()) {
+            anyhow::bail!(
+                "server.admin_key_env names `{var}`, which is not set (or empty): set it, or remove admin_key_env to run without the admin API"
+            );
+        }
+    }
+    let breakers = Arc::new(Breakers::new(config.dispatch.clone()));
+    let health_for_policy = breakers.clone();
     let host = Arc::new(
         ConfigHost::new(&config)
             .with_latency(latency.clone())
@@ -31,7 +38,7 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     let options = PolicyOptions {
         max_operations: config.policy.max_operations,
         known_models: Some(config.models.iter().map(|m| m.name.clone()).collect()),
-        on_error_open: config.policy.on_error == "open",
+        on_error_open: config.policy.on_error == crate::config::OnError::Open,
     };
     let policy = PolicyStore::load(config.policy.dir.as_deref(), options, host)
         .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
@@ -62,7 +69,12 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     let state = Arc::new(AppState {
         keys: Arc::new(auth::KeyTable::from_config(&config)),
         admin_key: auth::admin_digest(&config),
-        health,
+        breakers,
+        chaos: Arc::new(Chaos::default()),
+        stages: Arc::new(Stages::from_config(&config)),
+        background: tokio::runtime::Handle::try_current().ok(),
+        tails: tokio_util::task::TaskTracker::new(),
+        closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         log_sender: logs.as_ref().map(|l| l.sender()),
         logs,
         latency,
@@ -119,6 +131,7 @@ pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
         listeners.push(reuseport_listener(bound)?);
     }
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let limits = crate::server::Limits::from_config(&config.server);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::with_capacity(threads);
     for (n, listener) in listeners.into_iter().enumerate() {
@@ -128,6 +141,7 @@ pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
             Registry::from_config(&config).map_err(|e| anyhow::anyhow!(e.message))?;
         let worker_state = Arc::new(worker_state);
         let mut stop = stop_rx.clone();
+        let limits = limits.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -140,7 +154,7 @@ pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
                         let shutdown = async move {
                             let _ = stop.wait_for(|stopped| *stopped).await;
                         };
-                        crate::server::serve(listener, worker_state, shutdown, grace).await
+                        crate::server::serve(listener, worker_state, limits, shutdown, grace).await
                     })
                 })?,
         );
@@ -149,6 +163,9 @@ pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
     println!("switchyard listening on http://{bound}");
     tracing::info!(addr = %bound, threads, models = state.registry.model_names.len(), "listening");
     crate::server::shutdown_signal().await;
+    state
+        .closing
+        .store(true, std::sync::atomic::Ordering::Release);
     let _ = stop_tx.send(true);
     let joined = tokio::task::spawn_blocking(move || {
         workers
@@ -164,6 +181,17 @@ pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
         if let Err(err) = result {
             tracing::error!(error = %err, "request thread failed");
         }
+    }
+    // Requests cut by the shutdown finished on this runtime: wait for their records.
+    state.tails.close();
+    if tokio::time::timeout(grace, state.tails.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            pending = state.tails.len(),
+            "finish steps still running after the grace period"
+        );
     }
     if let Some(logs) = &state.logs {
         tracing::info!("flushing request log");

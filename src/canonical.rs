@@ -255,6 +255,37 @@ pub struct ChatResponse {
     pub usage: Usage,
 }
 
+impl ChatResponse {
+    /// The answer as the events a stream of it would carry, in order (to stream a whole
+    /// answer, e.g. one a stage gave before dispatch).
+    pub fn into_events(self) -> Vec<StreamEvent> {
+        let mut events = vec![StreamEvent::Start {
+            id: self.id,
+            model: self.model,
+        }];
+        if !self.text.is_empty() {
+            events.push(StreamEvent::TextDelta { text: self.text });
+        }
+        for (index, call) in self.tool_calls.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            events.push(StreamEvent::ToolCallStart {
+                index,
+                id: call.id,
+                name: call.name,
+            });
+            events.push(StreamEvent::ToolCallDelta {
+                index,
+                arguments: call.arguments,
+            });
+        }
+        events.push(StreamEvent::Finish {
+            reason: self.finish_reason,
+        });
+        events.push(StreamEvent::Usage { usage: self.usage });
+        events
+    }
+}
+
 /// One step of a streamed answer, in order: `Start`, deltas, `Finish`, then `Usage`
 /// (some providers send usage before finish; encoders accept either order).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -73,6 +73,15 @@ pub struct ServerConfig {
     /// Request threads, each with its own single-threaded runtime, listener (SO_REUSEPORT)
     /// and upstream connection pool; default: one per core.
     pub worker_threads: Option<usize>,
+    /// Time a client has to send a request's headers (nginx `client_header_timeout`).
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a request's body (nginx `client_body_timeout`).
+    pub body_read_timeout_ms: u64,
+    /// A connection with no request in flight and no bytes moving for this long is closed
+    /// (nginx `keepalive_timeout`).
+    pub idle_timeout_ms: u64,
+    /// Open client connections at most, across request threads; at the cap, accepting waits.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +94,10 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             log_format: "text".into(),
             worker_threads: None,
+            header_read_timeout_ms: 60_000,
+            body_read_timeout_ms: 60_000,
+            idle_timeout_ms: 75_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -194,12 +207,19 @@ pub struct ModelConfig {
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
     /// `chat` (default) or `embedding`.
-    #[serde(default = "default_model_kind")]
-    pub kind: String,
+    #[serde(default)]
+    pub kind: ModelKind,
 }
 
-fn default_model_kind() -> String {
-    "chat".into()
+/// What a model serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Chat completions and messages.
+    #[default]
+    Chat,
+    /// Embeddings.
+    Embedding,
 }
 
 impl ModelConfig {
@@ -271,7 +291,7 @@ pub struct PolicyConfig {
     /// Directory of `.rhai` files; empty or missing means no policy.
     pub dir: Option<PathBuf>,
     /// `open` (serve the requested model) or `closed` (500) when a hook fails at request time.
-    pub on_error: String,
+    pub on_error: OnError,
     /// Watch the directory and reload on change.
     pub watch: bool,
     /// Debounce of file events before a reload.
@@ -284,12 +304,23 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             dir: None,
-            on_error: "open".into(),
+            on_error: OnError::Open,
             watch: true,
             debounce_ms: 150,
             max_operations: 200_000,
         }
     }
+}
+
+/// What a request gets when a policy hook fails at request time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Serve the requested model, as if the hook were absent.
+    #[default]
+    Open,
+    /// Refuse with 500.
+    Closed,
 }
 
 /// `[logs]`
@@ -578,9 +609,6 @@ impl Config {
                     format!("no [[providers]] entry named `{}`", m.provider),
                 );
             }
-            if !matches!(m.kind.as_str(), "chat" | "embedding") {
-                problem(format!("{at}.kind"), "must be `chat` or `embedding`".into());
-            }
             for (field, price) in [
                 ("input_usd_per_mtok", m.input_usd_per_mtok),
                 ("output_usd_per_mtok", m.output_usd_per_mtok),
@@ -618,12 +646,6 @@ impl Config {
             }
         }
 
-        if !matches!(self.policy.on_error.as_str(), "open" | "closed") {
-            problem(
-                "policy.on_error".into(),
-                "must be `open` or `closed`".into(),
-            );
-        }
         if let Some(dir) = &self.policy.dir {
             if !dir.is_dir() {
                 problem(

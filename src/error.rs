@@ -33,6 +33,8 @@ pub enum ErrorCode {
     NotFound,
     /// Wrong method on a known path (405).
     MethodNotAllowed,
+    /// The client did not send its body in time (408).
+    RequestTimeout,
     /// Body over the configured limit (413).
     PayloadTooLarge,
     /// Rate limited, by us or by the provider (429).
@@ -56,6 +58,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -65,13 +68,42 @@ impl ErrorCode {
         }
     }
 
+    /// The code whose status is `status`, for a refusal that names a status (a policy's
+    /// `throw #{ status }`): the inverse of [`ErrorCode::status`], so a refusal answers with
+    /// the same error type and code as the gateway's own errors of that status. A status
+    /// outside the set takes the nearest kind (4xx: forbidden, 5xx: internal) and keeps its
+    /// number through `status_override`.
+    pub fn for_status(status: u16) -> ErrorCode {
+        const ALL: [ErrorCode; 12] = [
+            ErrorCode::InvalidRequest,
+            ErrorCode::Unauthenticated,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::RequestTimeout,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::RateLimited,
+            ErrorCode::BadGateway,
+            ErrorCode::Unavailable,
+            ErrorCode::Timeout,
+            ErrorCode::Internal,
+        ];
+        ALL.into_iter()
+            .find(|code| code.status() == status)
+            .unwrap_or(if status >= 500 {
+                ErrorCode::Internal
+            } else {
+                ErrorCode::Forbidden
+            })
+    }
+
     /// OpenAI's `error.type` for this code.
     fn openai_type(self) -> &'static str {
         match self {
             ErrorCode::InvalidRequest | ErrorCode::NotFound | ErrorCode::MethodNotAllowed => {
                 "invalid_request_error"
             }
-            ErrorCode::PayloadTooLarge => "invalid_request_error",
+            ErrorCode::PayloadTooLarge | ErrorCode::RequestTimeout => "invalid_request_error",
             ErrorCode::Unauthenticated => "authentication_error",
             ErrorCode::Forbidden => "permission_error",
             ErrorCode::RateLimited => "rate_limit_error",
@@ -83,7 +115,9 @@ impl ErrorCode {
     /// Anthropic's `error.type` for this code.
     fn anthropic_type(self) -> &'static str {
         match self {
-            ErrorCode::InvalidRequest | ErrorCode::MethodNotAllowed => "invalid_request_error",
+            ErrorCode::InvalidRequest | ErrorCode::MethodNotAllowed | ErrorCode::RequestTimeout => {
+                "invalid_request_error"
+            }
             ErrorCode::Unauthenticated => "authentication_error",
             ErrorCode::Forbidden => "permission_error",
             ErrorCode::NotFound => "not_found_error",
@@ -103,6 +137,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BadGateway => "upstream_error",
@@ -241,6 +276,20 @@ impl GatewayError {
         }
     }
 
+    /// The message for the gateway's own log: cut short, so an upstream error body that
+    /// echoes the prompt, or a client's made-up model name, doesn't copy them to stderr.
+    pub fn message_for_log(&self) -> &str {
+        const MAX: usize = 160;
+        if self.message.len() <= MAX {
+            return &self.message;
+        }
+        let mut cut = MAX;
+        while !self.message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        &self.message[..cut]
+    }
+
     /// The error body in the client's dialect.
     pub fn to_json(&self, dialect: Dialect) -> serde_json::Value {
         match dialect {
@@ -283,6 +332,15 @@ mod tests {
         assert_eq!(body["type"], "error");
         assert_eq!(body["error"]["type"], "not_found_error");
         assert_eq!(err.status(), 404);
+    }
+
+    #[test]
+    fn every_code_maps_back_from_its_status() {
+        for status in [400, 401, 403, 404, 405, 408, 413, 429, 500, 502, 503, 504] {
+            assert_eq!(ErrorCode::for_status(status).status(), status);
+        }
+        assert_eq!(ErrorCode::for_status(402), ErrorCode::Forbidden);
+        assert_eq!(ErrorCode::for_status(599), ErrorCode::Internal);
     }
 
     #[test]

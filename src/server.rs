@@ -1,90 +1,124 @@
-//! The listener: hyper 1 over tokio (HTTP/1.1 and h2c via hyper-util's auto builder),
-//! TCP_NODELAY on every accepted socket, path routing, graceful shutdown.
+//! The listener: hyper 1 over tokio (HTTP/1.1 and h2c via hyper-util's auto builder), path
+//! routing, connection hygiene and graceful shutdown. It only listens and routes: handlers
+//! live in `pipeline` and `admin`.
+//!
+//! Connection hygiene, as nginx does it:
+//! - `header_read_timeout_ms` (60 s): a client must send a request's headers within it
+//!   (hyper's own timer);
+//! - `body_read_timeout_ms` (60 s): enforced where the body is read (`pipeline::ingress`);
+//! - `idle_timeout_ms` (75 s): a connection with no request in flight and no bytes moving is
+//!   closed (before its first request too, so a client that connects and sends nothing, or
+//!   only part of an HTTP/2 preface, is closed);
+//! - `max_connections` (10,000, shared by every request thread): at the cap, accepting pauses
+//!   until a connection closes (the kernel's backlog holds new ones), so an idle flood cannot
+//!   exhaust memory or descriptors;
+//! - when `accept` fails (out of file descriptors), accepting backs off (10 ms doubling to
+//!   1 s) and the condition is logged once per episode.
 
 use crate::admin;
-use crate::error::{Dialect, GatewayError};
+use crate::error::{Dialect, ErrorCode, ErrorSource, GatewayError};
+use crate::http::{error_response, json_response, Body};
 use crate::pipeline::{self, AppState};
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
-/// The response body type of every handler.
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-/// A complete body from bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
+/// Where a request goes, decided from its method and path alone.
+enum Target {
+    Chat(Dialect),
+    Embeddings,
+    Models,
+    Health,
+    Admin,
+    WrongMethod(Dialect),
+    NotFound,
 }
 
-/// A JSON response with a status.
-pub fn json_response(status: u16, body: Vec<u8>) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// An error response in the dialect, with `Retry-After` when the error carries one.
-pub fn error_response(err: &GatewayError, dialect: Dialect) -> Response<Body> {
-    let body = serde_json::to_vec(&err.to_json(dialect)).unwrap_or_default();
-    let mut response = json_response(err.status(), body);
-    if let Some(after) = err.retry_after {
-        let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-        if let Ok(value) = http::HeaderValue::from_str(&secs.to_string()) {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, value);
+fn target(method: &Method, path: &str) -> Target {
+    match (method, path) {
+        (&Method::POST, "/v1/chat/completions") => Target::Chat(Dialect::OpenAi),
+        (&Method::POST, "/v1/messages") => Target::Chat(Dialect::Anthropic),
+        (&Method::POST, "/v1/embeddings") => Target::Embeddings,
+        (&Method::GET, "/v1/models") => Target::Models,
+        (&Method::GET, "/healthz") => Target::Health,
+        (_, p) if p.starts_with("/admin/") => Target::Admin,
+        (_, "/v1/messages") => Target::WrongMethod(Dialect::Anthropic),
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models") => {
+            Target::WrongMethod(Dialect::OpenAi)
         }
+        _ => Target::NotFound,
     }
-    response
 }
 
 /// Route one request to its handler.
 async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    match (method, path.as_str()) {
-        (Method::POST, "/v1/chat/completions") => pipeline::chat(state, Dialect::OpenAi, req).await,
-        (Method::POST, "/v1/messages") => pipeline::chat(state, Dialect::Anthropic, req).await,
-        (Method::POST, "/v1/embeddings") => pipeline::embeddings(state, req).await,
-        (Method::GET, "/v1/models") => pipeline::models(&state, &req),
-        (Method::GET, "/healthz") => json_response(200, br#"{"status":"ok"}"#.to_vec()),
-        (_, p) if p.starts_with("/admin/") => admin::handle(state, req).await,
-        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/v1/messages") => {
-            let dialect = if path == "/v1/messages" {
-                Dialect::Anthropic
-            } else {
-                Dialect::OpenAi
-            };
+    match target(req.method(), req.uri().path()) {
+        Target::Chat(dialect) => pipeline::chat(state, dialect, req).await,
+        Target::Embeddings => pipeline::embeddings(state, req).await,
+        Target::Models => pipeline::models(&state, &req),
+        Target::Health => json_response(200, br#"{"status":"ok"}"#.to_vec()),
+        Target::Admin => admin::handle(state, req).await,
+        Target::WrongMethod(dialect) => {
             let err = GatewayError::new(
-                crate::error::ErrorSource::Client,
-                crate::error::ErrorCode::MethodNotAllowed,
-                format!("method {} is not allowed on {path}", req.method()),
+                ErrorSource::Client,
+                ErrorCode::MethodNotAllowed,
+                format!(
+                    "method {} is not allowed on {}",
+                    req.method(),
+                    req.uri().path()
+                ),
             );
             error_response(&err, dialect)
         }
-        _ => {
+        Target::NotFound => {
             let err = GatewayError::new(
-                crate::error::ErrorSource::Client,
-                crate::error::ErrorCode::NotFound,
-                format!("no route for {} {path}", req.method()),
+                ErrorSource::Client,
+                ErrorCode::NotFound,
+                format!(
+                    "no route for {} {}",
+                    req.method(),
+                    truncate(req.uri().path(), 128)
+                ),
             );
             error_response(&err, Dialect::OpenAi)
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    let mut cut = text.len().min(max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// Limits every request thread shares.
+#[derive(Clone)]
+pub struct Limits {
+    /// Open client connections allowed at once (one permit each).
+    pub connections: Arc<Semaphore>,
+}
+
+impl Limits {
+    /// Limits from `[server]`.
+    pub fn from_config(config: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
         }
     }
 }
@@ -94,50 +128,239 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let server = &state.config.server;
+    let idle = Duration::from_millis(server.idle_timeout_ms);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(server.header_read_timeout_ms));
+    builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let mut backoff = AcceptBackoff::default();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(err) => {
-                        // Out of file descriptors and similar: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+        let permit = tokio::select! {
+            permit = limits.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    backoff.recovered();
+                    stream
+                }
+                Err(err) => {
+                    tokio::time::sleep(backoff.failed(&err)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let state = state.clone();
+            let activity = activity.clone();
+            service_fn(move |req| {
                 let state = state.clone();
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(state, req).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(err) = conn.await {
+                let in_flight = InFlight::enter(activity.clone());
+                async move {
+                    let response = route(state, req).await;
+                    Ok::<_, Infallible>(in_flight.hold_until_sent(response))
+                }
+            })
+        };
+        let io = TokioIo::new(Tracked {
+            inner: stream,
+            activity: activity.clone(),
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                ended = conn => {
+                    if let Err(err) = ended {
                         tracing::debug!(error = %err, "connection ended with error");
                     }
-                });
+                }
+                _ = activity.idle_for(idle) => {
+                    tracing::debug!(idle_ms = idle.as_millis() as u64, "idle connection closed");
+                }
             }
-            _ = &mut shutdown => {
-                tracing::info!("shutdown requested; no longer accepting connections");
-                break;
-            }
-        }
+        });
     }
+    tracing::info!("shutdown requested; no longer accepting connections");
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing remaining connections"),
     }
     Ok(())
+}
+
+/// Accept failures (out of file descriptors, mostly): back off, log once per episode.
+#[derive(Default)]
+struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    fn failed(&mut self, err: &std::io::Error) -> Duration {
+        if self.failures == 0 {
+            tracing::warn!(error = %err, "accept failed; backing off until it recovers");
+        }
+        self.failures = self.failures.saturating_add(1);
+        Duration::from_millis((10u64 << self.failures.min(7)).min(1_000))
+    }
+
+    fn recovered(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "accepting again");
+            self.failures = 0;
+        }
+    }
+}
+
+/// When a connection last moved bytes, and how many of its requests are in flight.
+struct Activity {
+    origin: Instant,
+    /// Milliseconds after `origin` of the last read or write.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has had no request in flight and no bytes moving for
+    /// `idle`. Wakes once per `idle` at most: no per-request timer.
+    async fn idle_for(&self, idle: Duration) {
+        let mut deadline = self.origin + idle;
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if self.in_flight.load(Ordering::Acquire) == 0 && last + idle <= Instant::now() {
+                return;
+            }
+            deadline = (last + idle).max(Instant::now() + idle / 8);
+        }
+    }
+}
+
+/// A request in flight on a connection, until its response body is sent or dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity)
+    }
+
+    fn hold_until_sent(self, response: Response<Body>) -> Response<Body> {
+        use http_body_util::BodyExt;
+        response.map(|body| {
+            let guard = self;
+            body.map_frame(move |frame| {
+                let _ = &guard;
+                frame
+            })
+            .boxed_unsync()
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client socket that records when it last moved bytes.
+    struct Tracked {
+        #[pin]
+        inner: TcpStream,
+        activity: Arc<Activity>,
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -599,17 +599,26 @@ async fn models_and_embeddings_are_served() {
 }
 
 #[tokio::test]
-async fn request_id_is_echoed_and_generated() {
+async fn a_client_request_id_is_a_correlation_id_and_every_request_gets_a_unique_id() {
     let s = setup();
-    let resp = client()
-        .post(s.gw.url("/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .header("x-request-id", "trace-abc-123")
-        .json(&chat_body("gpt-test", false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let resp = client()
+            .post(s.gw.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("x-request-id", "trace-abc-123")
+            .json(&chat_body("gpt-test", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-correlation-id"], "trace-abc-123");
+        ids.push(resp.headers()["x-request-id"].to_str().unwrap().to_string());
+    }
+    assert_ne!(
+        ids[0], ids[1],
+        "two clients reusing one id get distinct records"
+    );
+    assert_eq!(ids[0].len(), 36);
     let resp = post(
         &s.gw.url("/v1/chat/completions"),
         &chat_body("gpt-test", false),

@@ -128,7 +128,16 @@ async fn policy_rewritten_20_times_under_load_fails_no_request_and_routes_by_the
     let total = outcomes.len() as u64;
     assert_eq!(total, rate * duration.as_secs());
     let failed = outcomes.iter().filter(|o| o.status != 200).count();
-    assert_eq!(failed, 0, "{failed} of {total} requests failed");
+    let mut statuses: Vec<u16> = outcomes
+        .iter()
+        .filter(|o| o.status != 200)
+        .map(|o| o.status)
+        .collect();
+    statuses.dedup();
+    assert_eq!(
+        failed, 0,
+        "{failed} of {total} requests failed: {statuses:?}"
+    );
     let achieved = total as f64 / elapsed.as_secs_f64();
     assert!(
         achieved >= 500.0,

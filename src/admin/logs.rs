@@ -1,13 +1,13 @@
 //! `/admin/logs`: search, fetch and replay logged requests.
 
-use super::json;
-use crate::context::{new_request_id, RequestContext};
+use crate::canonical::EmbeddingsRequest;
+use crate::context::{Endpoint, Principal};
 use crate::error::{Dialect, ErrorCode, ErrorSource, GatewayError};
+use crate::http::{json_value as json, Body};
 use crate::logstore::record::LogRecord;
 use crate::logstore::search::SearchParams;
-use crate::pipeline::auth::Principal;
-use crate::pipeline::{execute, AppState, Reply};
-use crate::server::Body;
+use crate::pipeline::exchange::Exchange;
+use crate::pipeline::{execute, execute_embeddings, AppState, Reply};
 use http::Response;
 use std::sync::Arc;
 
@@ -109,7 +109,13 @@ pub async fn replay(
     } else {
         Dialect::OpenAi
     };
-    let mut ctx = RequestContext::new(new_request_id(), dialect, "chat");
+    let endpoint = if record.endpoint == "embeddings" {
+        Endpoint::Embeddings
+    } else {
+        Endpoint::Chat
+    };
+    let mut exchange = Exchange::start(state.clone(), dialect, endpoint);
+    let ctx = &mut exchange.ctx;
     ctx.principal = Some(Principal {
         key_id: record.key_id.clone(),
         user: record.user.clone(),
@@ -124,15 +130,32 @@ pub async fn replay(
         request.model = model;
     }
     ctx.requested_model = request.model.clone();
-    let (reply, served) = execute(state, &mut ctx, request, false).await?;
-    let response = match reply {
+    let answer = match endpoint {
+        Endpoint::Chat => {
+            exchange.request = request;
+            execute(exchange, false).await
+        }
+        Endpoint::Embeddings => {
+            let embeddings = EmbeddingsRequest {
+                model: request.model.clone(),
+                input: request.messages.iter().map(|m| m.joined_text()).collect(),
+                dimensions: record.embedding_dimensions,
+                end_user: None,
+            };
+            exchange.request = request;
+            execute_embeddings(exchange, embeddings, Default::default()).await
+        }
+    };
+    let id = answer.id.clone();
+    let served = answer.served_model.clone();
+    let response = match answer.reply? {
         Reply::Complete(bytes) => {
             serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or(serde_json::Value::Null)
         }
         Reply::Stream(_) => serde_json::Value::Null,
     };
     Ok(json(&serde_json::json!({
-        "id": ctx.id,
+        "id": id,
         "replay_of": record.id,
         "model": served,
         "response": response,

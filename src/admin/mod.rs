@@ -2,8 +2,8 @@
 //! logs search and replay, the policy in force, chaos drills.
 
 use crate::error::{Dialect, ErrorCode, ErrorSource, GatewayError};
+use crate::http::{error_response, json_value, Body};
 use crate::pipeline::{auth, AppState};
-use crate::server::{error_response, json_response, Body};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -23,12 +23,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
     let method = req.method().clone();
     let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
     let result = match (method, segments.as_slice()) {
-        (Method::GET, ["policy"]) => Ok(json(&state.policy.status_json())),
+        (Method::GET, ["policy"]) => Ok(json_value(&state.policy.status_json())),
         (Method::POST, ["policy", "reload"]) => match state.policy.reload() {
-            Ok(_) => Ok(json(&state.policy.status_json())),
+            Ok(_) => Ok(json_value(&state.policy.status_json())),
             Err(err) => Err(GatewayError::invalid("policy", err.to_string())),
         },
-        (Method::GET, ["chaos"]) => Ok(json(&state.health.faults_json())),
+        (Method::GET, ["chaos"]) => Ok(json_value(&state.chaos.faults_json())),
         (Method::POST, ["chaos"]) => chaos(&state, req).await,
         (Method::GET, ["logs"]) => logs::search(&state, &query).await,
         (Method::GET, ["logs", id]) => logs::get(&state, id).await,
@@ -51,11 +51,6 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
     }
 }
 
-/// A 200 JSON response.
-pub fn json(value: &serde_json::Value) -> Response<Body> {
-    json_response(200, serde_json::to_vec(value).unwrap_or_default())
-}
-
 async fn read_json(req: Request<Incoming>) -> Result<Option<serde_json::Value>, GatewayError> {
     let body = http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY)
         .collect()
@@ -74,7 +69,7 @@ async fn chaos(state: &AppState, req: Request<Incoming>) -> Result<Response<Body
     let body = read_json(req)
         .await?
         .ok_or_else(|| GatewayError::bad_body("a JSON body is required"))?;
-    let spec: crate::pipeline::health::FaultSpec = serde_json::from_value(body)
+    let spec: crate::pipeline::chaos::FaultSpec = serde_json::from_value(body)
         .map_err(|err| GatewayError::bad_body(format!("invalid chaos fault: {err}")))?;
     if !state
         .config
@@ -87,8 +82,8 @@ async fn chaos(state: &AppState, req: Request<Incoming>) -> Result<Response<Body
             format!("no provider named `{}`", spec.provider),
         ));
     }
-    let id = state.health.inject(spec)?;
-    let mut listing = state.health.faults_json();
+    let id = state.chaos.inject(spec)?;
+    let mut listing = state.chaos.faults_json();
     listing["id"] = serde_json::json!(id);
-    Ok(json(&listing))
+    Ok(json_value(&listing))
 }

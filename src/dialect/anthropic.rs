@@ -21,11 +21,15 @@ use super::{
     unsupported,
 };
 use crate::canonical::{
-    ChatRequest, ChatResponse, ContentPart, FinishReason, ImageSource, Message, Role, Tool,
-    ToolCall, ToolChoice, Usage,
+    ChatRequest, ChatResponse, ContentPart, ImageSource, Message, Role, Tool, ToolCall, ToolChoice,
 };
+#[cfg(test)]
+use crate::canonical::{FinishReason, Usage};
 use crate::error::GatewayError;
-use serde_json::{json, Map, Value};
+use crate::wire::anthropic::{self as wire, stop_reason, Block};
+#[cfg(test)]
+use serde_json::json;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 pub use super::anthropic_stream::AnthropicStreamEncoder;
@@ -463,26 +467,6 @@ pub fn message_id(provider_id: &str) -> String {
     prefixed_id("msg_", provider_id)
 }
 
-/// Anthropic's `stop_reason` for a canonical finish reason.
-pub(crate) fn stop_reason(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop => "end_turn",
-        FinishReason::StopSequence => "stop_sequence",
-        FinishReason::Length => "max_tokens",
-        FinishReason::ToolCalls => "tool_use",
-        FinishReason::ContentFilter => "refusal",
-    }
-}
-
-/// Anthropic's `usage`: its `input_tokens` excludes cache reads, which are reported apart.
-pub(crate) fn usage_json(usage: &Usage) -> Value {
-    json!({
-        "input_tokens": usage.input_tokens.saturating_sub(usage.cached_input_tokens),
-        "output_tokens": usage.output_tokens,
-        "cache_read_input_tokens": usage.cached_input_tokens,
-    })
-}
-
 /// A tool call's arguments as the `input` object Anthropic clients expect: invalid or
 /// non-object JSON (a provider's fault) becomes `{}` rather than failing the response.
 pub(crate) fn tool_input(arguments: &str) -> Value {
@@ -505,26 +489,28 @@ pub(crate) fn tool_use_id(id: &str) -> String {
 pub fn render_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
     let mut content = Vec::with_capacity(1 + resp.tool_calls.len());
     if !resp.text.is_empty() {
-        content.push(json!({ "type": "text", "text": resp.text }));
+        content.push(Block::Text {
+            text: resp.text.as_str().into(),
+        });
     }
     for call in &resp.tool_calls {
-        content.push(json!({
-            "type": "tool_use",
-            "id": tool_use_id(&call.id),
-            "name": call.name,
-            "input": tool_input(&call.arguments),
-        }));
+        content.push(Block::ToolUse {
+            id: tool_use_id(&call.id).into(),
+            name: call.name.as_str().into(),
+            input: tool_input(&call.arguments),
+        });
     }
-    let body = json!({
-        "id": message_id(&resp.id),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason(resp.finish_reason),
-        "stop_sequence": null,
-        "usage": usage_json(&resp.usage),
-    });
+    let body = wire::Message {
+        kind: Some("message".into()),
+        id: Some(message_id(&resp.id).into()),
+        role: "assistant",
+        model: Some(model.into()),
+        content: Some(content),
+        stop_reason: Some(stop_reason(resp.finish_reason).into()),
+        stop_sequence: None,
+        usage: Some(wire::Usage::from_canonical(&resp.usage)),
+        error: None,
+    };
     to_json_vec(&body)
 }
 

@@ -1,12 +1,13 @@
 //! Anthropic dialect: canonical stream events → the official `/v1/messages` SSE events.
 //! Re-exported from [`super::anthropic`].
 
-use super::anthropic::{stop_reason, tool_use_id, usage_json};
+use super::anthropic::tool_use_id;
 use super::{merge_usage, write_sse};
 use crate::canonical::{FinishReason, StreamEvent, Usage};
 use crate::error::{Dialect, GatewayError};
-use serde::Serialize;
-use serde_json::json;
+use crate::wire::anthropic::{
+    stop_reason, BlockStart, FrameDelta, Message, StreamFrame, Usage as WireUsage,
+};
 
 /// Encodes one streamed answer as Anthropic `event: …` / `data: …` frames.
 ///
@@ -43,21 +44,6 @@ pub struct AnthropicStreamEncoder {
 enum OpenBlock {
     Text { block: u32 },
     Tool { block: u32 },
-}
-
-#[derive(Serialize)]
-struct BlockDelta<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    index: u32,
-    delta: DeltaBody<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum DeltaBody<'a> {
-    TextDelta { text: &'a str },
-    InputJsonDelta { partial_json: &'a str },
 }
 
 impl AnthropicStreamEncoder {
@@ -99,12 +85,12 @@ impl AnthropicStreamEncoder {
                     Some(OpenBlock::Text { block }) => block,
                     _ => {
                         self.close_block(out);
-                        let block = self.open_block(out, json!({"type": "text", "text": ""}));
+                        let block = self.open_block(out, BlockStart::text());
                         self.open = Some(OpenBlock::Text { block });
                         block
                     }
                 };
-                write_delta(out, block, DeltaBody::TextDelta { text });
+                write_delta(out, block, FrameDelta::text(text));
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.start(out);
@@ -120,13 +106,7 @@ impl AnthropicStreamEncoder {
                     // A delta whose start never came: open the block so nothing is lost.
                     None => self.start_tool(out, *index, "", ""),
                 };
-                write_delta(
-                    out,
-                    block,
-                    DeltaBody::InputJsonDelta {
-                        partial_json: arguments,
-                    },
-                );
+                write_delta(out, block, FrameDelta::input_json(arguments));
             }
             StreamEvent::Finish { reason } => {
                 self.start(out);
@@ -151,7 +131,7 @@ impl AnthropicStreamEncoder {
         self.start(out);
         self.close_block(out);
         self.write_message_delta(out);
-        write_sse(out, Some("message_stop"), &json!({"type": "message_stop"}));
+        write_sse(out, Some("message_stop"), &StreamFrame::of("message_stop"));
         self.done = true;
     }
 
@@ -171,33 +151,31 @@ impl AnthropicStreamEncoder {
             return;
         }
         self.started = true;
-        let mut usage = usage_json(&self.usage.unwrap_or_default());
-        usage["output_tokens"] = json!(0);
-        let message = json!({
-            "type": "message_start",
-            "message": {
-                "id": self.id,
-                "type": "message",
-                "role": "assistant",
-                "model": self.model,
-                "content": [],
-                "stop_reason": null,
-                "stop_sequence": null,
-                "usage": usage,
-            }
-        });
-        write_sse(out, Some("message_start"), &message);
-        write_sse(out, Some("ping"), &json!({"type": "ping"}));
+        let usage = WireUsage {
+            output_tokens: Some(0),
+            ..WireUsage::from_canonical(&self.usage.unwrap_or_default())
+        };
+        let start = StreamFrame {
+            message: Some(Message {
+                kind: Some("message".into()),
+                id: Some(self.id.as_str().into()),
+                role: "assistant",
+                model: Some(self.model.as_str().into()),
+                content: Some(Vec::new()),
+                usage: Some(usage),
+                ..Message::default()
+            }),
+            ..StreamFrame::of("message_start")
+        };
+        write_sse(out, Some("message_start"), &start);
+        write_sse(out, Some("ping"), &StreamFrame::of("ping"));
     }
 
     /// Open a `tool_use` block for canonical tool call `index`; returns its block index.
     fn start_tool(&mut self, out: &mut Vec<u8>, index: u32, id: &str, name: &str) -> u32 {
         self.close_block(out);
         let id = tool_use_id(id);
-        let block = self.open_block(
-            out,
-            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-        );
+        let block = self.open_block(out, BlockStart::tool_use(id, name));
         self.tool_blocks.retain(|(tool, _)| *tool != index);
         self.tool_blocks.push((index, block));
         self.open = Some(OpenBlock::Tool { block });
@@ -211,24 +189,25 @@ impl AnthropicStreamEncoder {
             .map(|(_, block)| *block)
     }
 
-    fn open_block(&mut self, out: &mut Vec<u8>, content_block: serde_json::Value) -> u32 {
+    fn open_block(&mut self, out: &mut Vec<u8>, content_block: BlockStart<'_>) -> u32 {
         let block = self.next_block;
         self.next_block += 1;
-        write_sse(
-            out,
-            Some("content_block_start"),
-            &json!({"type": "content_block_start", "index": block, "content_block": content_block}),
-        );
+        let start = StreamFrame {
+            index: Some(u64::from(block)),
+            content_block: Some(content_block),
+            ..StreamFrame::of("content_block_start")
+        };
+        write_sse(out, Some("content_block_start"), &start);
         block
     }
 
     fn close_block(&mut self, out: &mut Vec<u8>) {
         if let Some(OpenBlock::Text { block } | OpenBlock::Tool { block }) = self.open.take() {
-            write_sse(
-                out,
-                Some("content_block_stop"),
-                &json!({"type": "content_block_stop", "index": block}),
-            );
+            let stop = StreamFrame {
+                index: Some(u64::from(block)),
+                ..StreamFrame::of("content_block_stop")
+            };
+            write_sse(out, Some("content_block_stop"), &stop);
         }
     }
 
@@ -239,425 +218,29 @@ impl AnthropicStreamEncoder {
         self.delta_sent = true;
         self.close_block(out);
         let reason = stop_reason(self.finish.unwrap_or(FinishReason::Stop));
-        let delta = json!({
-            "type": "message_delta",
-            "delta": { "stop_reason": reason, "stop_sequence": null },
-            "usage": usage_json(&self.usage.unwrap_or_default()),
-        });
+        let delta = StreamFrame {
+            delta: Some(FrameDelta {
+                stop_reason: Some(reason.into()),
+                stop_sequence: Some(None),
+                ..FrameDelta::default()
+            }),
+            usage: Some(WireUsage::from_canonical(&self.usage.unwrap_or_default())),
+            ..StreamFrame::of("message_delta")
+        };
         write_sse(out, Some("message_delta"), &delta);
     }
 }
 
-fn write_delta(out: &mut Vec<u8>, index: u32, delta: DeltaBody<'_>) {
-    write_sse(
-        out,
-        Some("content_block_delta"),
-        &BlockDelta {
-            kind: "content_block_delta",
-            index,
-            delta,
-        },
-    );
+fn write_delta(out: &mut Vec<u8>, index: u32, delta: FrameDelta<'_>) {
+    let frame = StreamFrame {
+        index: Some(u64::from(index)),
+        delta: Some(delta),
+        ..StreamFrame::of("content_block_delta")
+    };
+    write_sse(out, Some("content_block_delta"), &frame);
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use crate::error::ErrorCode;
-    use serde_json::Value;
-
-    /// Parse SSE output into (event name, JSON data), checking each frame's shape and that
-    /// the `type` inside the data matches the event name.
-    fn frames(out: &[u8]) -> Vec<(String, Value)> {
-        let text = std::str::from_utf8(out).unwrap();
-        assert!(text.ends_with("\n\n"));
-        text.trim_end_matches("\n\n")
-            .split("\n\n")
-            .map(|frame| {
-                let (event_line, data_line) = frame.split_once('\n').unwrap();
-                let name = event_line.strip_prefix("event: ").unwrap().to_string();
-                let data: Value =
-                    serde_json::from_str(data_line.strip_prefix("data: ").unwrap()).unwrap();
-                assert_eq!(data["type"], name.as_str());
-                (name, data)
-            })
-            .collect()
-    }
-
-    fn names(frames: &[(String, Value)]) -> Vec<&str> {
-        frames.iter().map(|(n, _)| n.as_str()).collect()
-    }
-
-    fn usage() -> Usage {
-        Usage {
-            input_tokens: 50,
-            output_tokens: 20,
-            cached_input_tokens: 10,
-            estimated: false,
-        }
-    }
-
-    fn text_then_two_tools() -> Vec<StreamEvent> {
-        vec![
-            StreamEvent::Start {
-                id: "chatcmpl-up".into(),
-                model: "gpt-4o".into(),
-            },
-            StreamEvent::TextDelta {
-                text: "Let me ".into(),
-            },
-            StreamEvent::TextDelta {
-                text: "check.".into(),
-            },
-            StreamEvent::ToolCallStart {
-                index: 0,
-                id: "call_a".into(),
-                name: "get_weather".into(),
-            },
-            StreamEvent::ToolCallDelta {
-                index: 0,
-                arguments: "{\"city\":".into(),
-            },
-            StreamEvent::ToolCallDelta {
-                index: 0,
-                arguments: "\"Paris\"}".into(),
-            },
-            StreamEvent::ToolCallStart {
-                index: 1,
-                id: "call_b".into(),
-                name: "get_time".into(),
-            },
-            StreamEvent::ToolCallDelta {
-                index: 1,
-                arguments: "{}".into(),
-            },
-        ]
-    }
-
-    fn encode_all(events: &[StreamEvent]) -> Vec<(String, Value)> {
-        let mut enc = AnthropicStreamEncoder::new("msg_1", "claude-fast");
-        let mut out = Vec::new();
-        for ev in events {
-            enc.encode(ev, &mut out);
-        }
-        enc.finish(&mut out);
-        frames(&out)
-    }
-
-    const EXPECTED_ORDER: [&str; 15] = [
-        "message_start",
-        "ping",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_delta",
-        "content_block_stop",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_delta",
-        "content_block_stop",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-    ];
-
-    fn assert_text_and_tools(f: &[(String, Value)]) {
-        assert_eq!(names(f), EXPECTED_ORDER);
-        let start = &f[0].1["message"];
-        assert_eq!(start["id"], "msg_1");
-        assert_eq!(start["type"], "message");
-        assert_eq!(start["role"], "assistant");
-        assert_eq!(start["model"], "claude-fast");
-        assert_eq!(start["content"], json!([]));
-        assert!(start["stop_reason"].is_null());
-        assert_eq!(start["usage"]["output_tokens"], 0);
-
-        assert_eq!(
-            f[2].1,
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-        );
-        assert_eq!(
-            f[3].1["delta"],
-            json!({"type": "text_delta", "text": "Let me "})
-        );
-        assert_eq!(f[4].1["delta"]["text"], "check.");
-        assert_eq!(f[5].1, json!({"type": "content_block_stop", "index": 0}));
-        assert_eq!(
-            f[6].1,
-            json!({"type": "content_block_start", "index": 1,
-                   "content_block": {"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {}}})
-        );
-        assert_eq!(
-            f[7].1,
-            json!({"type": "content_block_delta", "index": 1,
-                                  "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}})
-        );
-        assert_eq!(f[8].1["delta"]["partial_json"], "\"Paris\"}");
-        assert_eq!(f[9].1["index"], 1);
-        assert_eq!(f[10].1["index"], 2);
-        assert_eq!(f[10].1["content_block"]["id"], "call_b");
-        assert_eq!(f[10].1["content_block"]["name"], "get_time");
-        assert_eq!(f[11].1["index"], 2);
-        assert_eq!(f[11].1["delta"]["partial_json"], "{}");
-        assert_eq!(f[12].1["index"], 2);
-        let delta = &f[13].1;
-        assert_eq!(
-            delta["delta"],
-            json!({"stop_reason": "tool_use", "stop_sequence": null})
-        );
-        assert_eq!(delta["usage"]["output_tokens"], 20);
-        assert_eq!(delta["usage"]["input_tokens"], 40);
-        assert_eq!(delta["usage"]["cache_read_input_tokens"], 10);
-        assert_eq!(f[14].1, json!({"type": "message_stop"}));
-    }
-
-    #[test]
-    fn usage_after_finish_produces_the_official_event_sequence() {
-        let mut events = text_then_two_tools();
-        events.push(StreamEvent::Finish {
-            reason: FinishReason::ToolCalls,
-        });
-        events.push(StreamEvent::Usage { usage: usage() });
-        assert_text_and_tools(&encode_all(&events));
-    }
-
-    #[test]
-    fn usage_before_finish_produces_the_same_sequence() {
-        let mut events = text_then_two_tools();
-        events.push(StreamEvent::Usage { usage: usage() });
-        events.push(StreamEvent::Finish {
-            reason: FinishReason::ToolCalls,
-        });
-        assert_text_and_tools(&encode_all(&events));
-    }
-
-    #[test]
-    fn message_delta_is_written_as_soon_as_usage_follows_finish() {
-        let mut enc = AnthropicStreamEncoder::new("msg_1", "m");
-        let mut out = Vec::new();
-        enc.encode(&StreamEvent::TextDelta { text: "hi".into() }, &mut out);
-        enc.encode(
-            &StreamEvent::Finish {
-                reason: FinishReason::Length,
-            },
-            &mut out,
-        );
-        let before = names(&frames(&out)).len();
-        assert_eq!(
-            names(&frames(&out)).last().copied(),
-            Some("content_block_stop")
-        );
-        enc.encode(&StreamEvent::Usage { usage: usage() }, &mut out);
-        let f = frames(&out);
-        assert_eq!(f.len(), before + 1);
-        assert_eq!(f[before].1["delta"]["stop_reason"], "max_tokens");
-    }
-
-    #[test]
-    fn early_input_usage_appears_in_message_start_and_reports_merge() {
-        let events = vec![
-            StreamEvent::Start {
-                id: "x".into(),
-                model: "m".into(),
-            },
-            StreamEvent::Usage {
-                usage: Usage {
-                    input_tokens: 30,
-                    ..Usage::default()
-                },
-            },
-            StreamEvent::TextDelta { text: "ok".into() },
-            StreamEvent::Finish {
-                reason: FinishReason::StopSequence,
-            },
-            StreamEvent::Usage {
-                usage: Usage {
-                    output_tokens: 2,
-                    ..Usage::default()
-                },
-            },
-        ];
-        let f = encode_all(&events);
-        assert_eq!(f[0].1["message"]["usage"]["input_tokens"], 30);
-        let delta = f.iter().find(|(n, _)| n == "message_delta").unwrap();
-        assert_eq!(delta.1["delta"]["stop_reason"], "stop_sequence");
-        assert_eq!(delta.1["usage"]["input_tokens"], 30);
-        assert_eq!(delta.1["usage"]["output_tokens"], 2);
-    }
-
-    #[test]
-    fn tool_only_stream_starts_at_block_zero() {
-        let events = vec![
-            StreamEvent::ToolCallStart {
-                index: 0,
-                id: "toolu_1".into(),
-                name: "f".into(),
-            },
-            StreamEvent::ToolCallDelta {
-                index: 0,
-                arguments: "{}".into(),
-            },
-            StreamEvent::Finish {
-                reason: FinishReason::ToolCalls,
-            },
-        ];
-        let f = encode_all(&events);
-        assert_eq!(
-            names(&f),
-            [
-                "message_start",
-                "ping",
-                "content_block_start",
-                "content_block_delta",
-                "content_block_stop",
-                "message_delta",
-                "message_stop"
-            ]
-        );
-        assert_eq!(f[2].1["index"], 0);
-        assert_eq!(f[5].1["usage"]["output_tokens"], 0);
-    }
-
-    #[test]
-    fn stream_without_finish_is_closed_with_end_turn() {
-        let f = encode_all(&[StreamEvent::TextDelta { text: "cut".into() }]);
-        assert_eq!(
-            names(&f)[f.len() - 3..],
-            ["content_block_stop", "message_delta", "message_stop"]
-        );
-        assert_eq!(f[f.len() - 2].1["delta"]["stop_reason"], "end_turn");
-        let empty = encode_all(&[]);
-        assert_eq!(
-            names(&empty),
-            ["message_start", "ping", "message_delta", "message_stop"]
-        );
-    }
-
-    #[test]
-    fn text_after_a_tool_opens_a_new_text_block_and_late_deltas_keep_their_index() {
-        let events = vec![
-            StreamEvent::ToolCallStart {
-                index: 0,
-                id: "a".into(),
-                name: "f".into(),
-            },
-            StreamEvent::ToolCallStart {
-                index: 1,
-                id: "b".into(),
-                name: "g".into(),
-            },
-            StreamEvent::ToolCallDelta {
-                index: 0,
-                arguments: "{\"late\":1}".into(),
-            },
-            StreamEvent::TextDelta {
-                text: "done".into(),
-            },
-            StreamEvent::ToolCallDelta {
-                index: 7,
-                arguments: "{}".into(),
-            },
-        ];
-        let f = encode_all(&events);
-        let late = f
-            .iter()
-            .find(|(_, d)| d["delta"]["partial_json"] == "{\"late\":1}")
-            .unwrap();
-        assert_eq!(late.1["index"], 0);
-        let text_start = f
-            .iter()
-            .find(|(_, d)| d["content_block"]["type"] == "text")
-            .unwrap();
-        assert_eq!(text_start.1["index"], 2);
-        let orphan = f
-            .iter()
-            .filter(|(n, _)| n == "content_block_start")
-            .nth(3)
-            .unwrap();
-        assert_eq!(orphan.1["index"], 3);
-        assert!(orphan.1["content_block"]["id"]
-            .as_str()
-            .unwrap()
-            .starts_with("toolu_"));
-        // Every start has a matching stop, in order.
-        let starts: Vec<_> = f
-            .iter()
-            .filter(|(n, _)| n == "content_block_start")
-            .map(|(_, d)| d["index"].clone())
-            .collect();
-        let stops: Vec<_> = f
-            .iter()
-            .filter(|(n, _)| n == "content_block_stop")
-            .map(|(_, d)| d["index"].clone())
-            .collect();
-        assert_eq!(starts, stops);
-    }
-
-    #[test]
-    fn content_after_finish_is_closed_before_message_delta_and_dropped_after_it() {
-        let events = vec![
-            StreamEvent::Finish {
-                reason: FinishReason::Stop,
-            },
-            StreamEvent::TextDelta {
-                text: "late".into(),
-            },
-            StreamEvent::Usage { usage: usage() },
-            StreamEvent::TextDelta {
-                text: "later".into(),
-            },
-        ];
-        let f = encode_all(&events);
-        assert_eq!(
-            names(&f),
-            [
-                "message_start",
-                "ping",
-                "content_block_start",
-                "content_block_delta",
-                "content_block_stop",
-                "message_delta",
-                "message_stop"
-            ]
-        );
-        assert_eq!(f[3].1["delta"]["text"], "late");
-    }
-
-    #[test]
-    fn error_mid_stream_writes_an_error_event_and_nothing_after() {
-        let mut enc = AnthropicStreamEncoder::new("msg_1", "m");
-        let mut out = Vec::new();
-        enc.encode(
-            &StreamEvent::TextDelta {
-                text: "partial".into(),
-            },
-            &mut out,
-        );
-        let err = GatewayError::upstream(ErrorCode::Unavailable, "all targets are overloaded");
-        enc.error(&err, &mut out);
-        enc.encode(
-            &StreamEvent::TextDelta {
-                text: "late".into(),
-            },
-            &mut out,
-        );
-        enc.finish(&mut out);
-        let f = frames(&out);
-        let (name, data) = f.last().unwrap();
-        assert_eq!(name, "error");
-        assert_eq!(data["error"]["type"], "overloaded_error");
-        assert_eq!(data["error"]["message"], "all targets are overloaded");
-        assert_eq!(
-            names(&f),
-            [
-                "message_start",
-                "ping",
-                "content_block_start",
-                "content_block_delta",
-                "error"
-            ]
-        );
-    }
-}
+#[path = "anthropic_stream_tests.rs"]
+mod tests;

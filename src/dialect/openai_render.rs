@@ -5,8 +5,14 @@ use super::{
     check_fields, fresh_id, get, invalid, opt_str, opt_u32, parse_body, prefixed_id,
     req_nonempty_str, to_json_vec, unix_now,
 };
-use crate::canonical::{ChatResponse, EmbeddingsRequest, EmbeddingsResponse, FinishReason, Usage};
+use crate::canonical::{ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
+#[cfg(test)]
+use crate::canonical::{FinishReason, Usage};
 use crate::error::GatewayError;
+use crate::wire::openai::{
+    finish_reason, ChatCompletion, Choice, Content, Embedding, EmbeddingList, ResponseMessage,
+    ToolCall, Usage as WireUsage,
+};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
@@ -14,26 +20,6 @@ use serde_json::{json, Value};
 /// prefixed otherwise, fresh when empty. Use it for the stream encoder's id too.
 pub fn completion_id(provider_id: &str) -> String {
     prefixed_id("chatcmpl-", provider_id)
-}
-
-/// OpenAI's `finish_reason` for a canonical one (a stop sequence is plain `stop`).
-pub(crate) fn finish_reason(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop | FinishReason::StopSequence => "stop",
-        FinishReason::Length => "length",
-        FinishReason::ToolCalls => "tool_calls",
-        FinishReason::ContentFilter => "content_filter",
-    }
-}
-
-/// OpenAI's `usage` object: `prompt_tokens` includes cached tokens, as OpenAI counts them.
-pub(crate) fn usage_json(usage: &Usage) -> Value {
-    json!({
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens.saturating_add(usage.output_tokens),
-        "prompt_tokens_details": { "cached_tokens": usage.cached_input_tokens },
-    })
 }
 
 /// A tool call id for the client: the provider's, or a fresh `call_…` when it gave none.
@@ -48,43 +34,39 @@ pub(crate) fn tool_call_id(id: &str) -> String {
 /// Render a complete answer as a `chat.completion` object. `model` is the client-facing
 /// model name (what the client asked for), not the provider's.
 pub fn render_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
-    let mut message = json!({
-        "role": "assistant",
-        "content": if resp.text.is_empty() && !resp.tool_calls.is_empty() {
-            Value::Null
-        } else {
-            Value::String(resp.text.clone())
-        },
-        "refusal": null,
-    });
-    if !resp.tool_calls.is_empty() {
-        let calls: Vec<Value> = resp
-            .tool_calls
+    let call_ids: Vec<String> = resp
+        .tool_calls
+        .iter()
+        .map(|c| tool_call_id(&c.id))
+        .collect();
+    let tool_calls = (!resp.tool_calls.is_empty()).then(|| {
+        resp.tool_calls
             .iter()
-            .map(|call| {
-                json!({
-                    "id": tool_call_id(&call.id),
-                    "type": "function",
-                    "function": { "name": call.name, "arguments": call.arguments },
-                })
-            })
-            .collect();
-        message["tool_calls"] = Value::Array(calls);
-    }
-    let body = json!({
-        "id": completion_id(&resp.id),
-        "object": "chat.completion",
-        "created": unix_now(),
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish_reason(resp.finish_reason),
-        }],
-        "usage": usage_json(&resp.usage),
-        "system_fingerprint": null,
+            .zip(&call_ids)
+            .map(|(call, id)| ToolCall::complete(id, &call.name, &call.arguments))
+            .collect()
     });
+    let only_tools = resp.text.is_empty() && !resp.tool_calls.is_empty();
+    let body = ChatCompletion {
+        id: Some(completion_id(&resp.id).into()),
+        object: "chat.completion",
+        created: unix_now(),
+        model: Some(model.into()),
+        choices: Some(vec![Choice {
+            index: Some(0),
+            message: Some(ResponseMessage {
+                role: "assistant",
+                content: (!only_tools).then(|| Content::Text(resp.text.as_str().into())),
+                refusal: None,
+                tool_calls,
+            }),
+            logprobs: None,
+            finish_reason: Some(finish_reason(resp.finish_reason).into()),
+        }]),
+        usage: Some(Some(WireUsage::from_canonical(&resp.usage))),
+        system_fingerprint: None,
+        error: None,
+    };
     to_json_vec(&body)
 }
 
@@ -169,7 +151,7 @@ pub fn render_embeddings(
     model: &str,
     encoding: EncodingFormat,
 ) -> Vec<u8> {
-    let data: Vec<Value> = resp
+    let data = resp
         .vectors
         .iter()
         .enumerate()
@@ -181,18 +163,27 @@ pub fn render_embeddings(
                     Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
                 }
             };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
+            Embedding {
+                object: "embedding",
+                index: Some(index),
+                embedding,
+            }
         })
         .collect();
-    let body = json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {
-            "prompt_tokens": resp.usage.input_tokens,
-            "total_tokens": resp.usage.input_tokens.saturating_add(resp.usage.output_tokens),
-        },
-    });
+    let body = EmbeddingList {
+        object: "list",
+        data,
+        model: Some(model.into()),
+        usage: Some(WireUsage {
+            prompt_tokens: Some(resp.usage.input_tokens),
+            total_tokens: Some(
+                resp.usage
+                    .input_tokens
+                    .saturating_add(resp.usage.output_tokens),
+            ),
+            ..WireUsage::default()
+        }),
+    };
     to_json_vec(&body)
 }
 

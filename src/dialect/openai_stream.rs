@@ -1,11 +1,15 @@
 //! OpenAI dialect: canonical stream events → `chat.completion.chunk` SSE frames.
 //! Re-exported from [`super::openai`].
 
-use super::openai_render::{finish_reason, tool_call_id, usage_json};
+use super::openai_render::tool_call_id;
 use super::{merge_usage, unix_now, write_sse};
 use crate::canonical::{FinishReason, StreamEvent, Usage};
 use crate::error::{Dialect, GatewayError};
-use serde::Serialize;
+use crate::wire::openai::{
+    finish_reason, Arguments, ChatCompletionChunk, ChunkChoice, Content, Delta, FunctionCall,
+    ToolCall, Usage as WireUsage,
+};
+#[cfg(test)]
 use serde_json::Value;
 
 /// Encodes one streamed answer as OpenAI `chat.completion.chunk` frames.
@@ -30,54 +34,6 @@ pub struct OpenAiStreamEncoder {
     usage: Option<Usage>,
     usage_sent: bool,
     done: bool,
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: i64,
-    model: &'a str,
-    system_fingerprint: Option<&'a str>,
-    choices: Vec<Choice<'a>>,
-    /// Absent without `include_usage`; `null` on ordinary chunks with it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Value>,
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    logprobs: Option<()>,
-    finish_reason: Option<&'static str>,
-}
-
-#[derive(Serialize, Default)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<[ToolCallChunk<'a>; 1]>,
-}
-
-#[derive(Serialize)]
-struct ToolCallChunk<'a> {
-    index: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    function: FunctionChunk<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionChunk<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    arguments: &'a str,
 }
 
 impl OpenAiStreamEncoder {
@@ -108,7 +64,7 @@ impl OpenAiStreamEncoder {
                     self.write_delta(
                         out,
                         Delta {
-                            content: Some(""),
+                            content: Some(Content::Text("".into())),
                             ..Delta::default()
                         },
                         None,
@@ -120,7 +76,7 @@ impl OpenAiStreamEncoder {
                     self.write_delta(
                         out,
                         Delta {
-                            content: Some(text),
+                            content: Some(Content::Text(text.into())),
                             ..Delta::default()
                         },
                         None,
@@ -129,38 +85,37 @@ impl OpenAiStreamEncoder {
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 let id = tool_call_id(id);
-                let call = ToolCallChunk {
-                    index: *index,
-                    id: Some(&id),
+                let call = ToolCall {
+                    index: Some(*index),
+                    id: Some(id.into()),
                     kind: Some("function"),
-                    function: FunctionChunk {
-                        name: Some(name),
-                        arguments: "",
-                    },
+                    function: Some(FunctionCall {
+                        name: Some(name.into()),
+                        arguments: Some(Arguments::Text("".into())),
+                    }),
                 };
                 self.write_delta(
                     out,
                     Delta {
-                        tool_calls: Some([call]),
+                        tool_calls: Some(vec![call]),
                         ..Delta::default()
                     },
                     None,
                 );
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
-                let call = ToolCallChunk {
-                    index: *index,
-                    id: None,
-                    kind: None,
-                    function: FunctionChunk {
+                let call = ToolCall {
+                    index: Some(*index),
+                    function: Some(FunctionCall {
                         name: None,
-                        arguments,
-                    },
+                        arguments: Some(Arguments::Text(arguments.into())),
+                    }),
+                    ..ToolCall::default()
                 };
                 self.write_delta(
                     out,
                     Delta {
-                        tool_calls: Some([call]),
+                        tool_calls: Some(vec![call]),
                         ..Delta::default()
                     },
                     None,
@@ -211,19 +166,20 @@ impl OpenAiStreamEncoder {
             delta.role = Some("assistant");
             self.role_sent = true;
         }
-        let chunk = Chunk {
-            id: &self.id,
+        let chunk = ChatCompletionChunk {
+            id: Some(self.id.as_str().into()),
             object: "chat.completion.chunk",
             created: self.created,
-            model: &self.model,
+            model: Some(self.model.as_str().into()),
             system_fingerprint: None,
-            choices: vec![Choice {
-                index: 0,
-                delta,
+            choices: Some(vec![ChunkChoice {
+                index: Some(0),
+                delta: Some(delta),
                 logprobs: None,
-                finish_reason: reason.map(finish_reason),
-            }],
-            usage: self.include_usage.then_some(Value::Null),
+                finish_reason: reason.map(|r| finish_reason(r).into()),
+            }]),
+            usage: self.include_usage.then_some(None),
+            error: None,
         };
         write_sse(out, None, &chunk);
     }
@@ -237,14 +193,15 @@ impl OpenAiStreamEncoder {
             return;
         };
         self.usage_sent = true;
-        let chunk = Chunk {
-            id: &self.id,
+        let chunk = ChatCompletionChunk {
+            id: Some(self.id.as_str().into()),
             object: "chat.completion.chunk",
             created: self.created,
-            model: &self.model,
+            model: Some(self.model.as_str().into()),
             system_fingerprint: None,
-            choices: Vec::new(),
-            usage: Some(usage_json(&usage)),
+            choices: Some(Vec::new()),
+            usage: Some(Some(WireUsage::from_canonical(&usage))),
+            error: None,
         };
         write_sse(out, None, &chunk);
     }

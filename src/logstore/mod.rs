@@ -191,6 +191,7 @@ pub struct LogSender {
     shared: Arc<Shared>,
     /// Where waiting hand-offs run: the runtime that opened the store, which outlives the
     /// per-thread request runtimes (their tasks die with them).
+    #[allow(dead_code)]
     spawner: Option<tokio::runtime::Handle>,
 }
 
@@ -228,32 +229,26 @@ impl LogSender {
         }
     }
 
-    /// Hand a record over without waiting: it goes into the channel at once when there is
-    /// room (no task, no await: the request path's cost is one channel push); otherwise a
-    /// task waits for room, and [`LogStore::shutdown`] waits for that task.
-    pub fn hand_off(&self, record: LogRecord) {
+    /// Hand a record over without waiting; the record back when the caller must wait.
+    pub fn hand_off(&self, record: LogRecord) -> Result<(), Box<LogRecord>> {
         match self.tx.try_send(WriterMsg::Record(Box::new(record))) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(WriterMsg::Record(record))) => {
-                self.shared.pending_hand_offs.fetch_add(1, Ordering::AcqRel);
-                let sender = self.clone();
-                let wait = async move {
-                    sender.submit(*record).await;
-                    sender
-                        .shared
-                        .pending_hand_offs
-                        .fetch_sub(1, Ordering::AcqRel);
-                };
-                match &self.spawner {
-                    Some(handle) => drop(handle.spawn(wait)),
-                    None => drop(tokio::spawn(wait)),
-                }
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {}
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(WriterMsg::Record(record))) => Err(record),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(WriterMsg::Record(record))) => {
-                self.drop_record(&record.id)
+                self.drop_record(&record.id);
+                Ok(())
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    /// Block the thread until the log takes the record (callers outside any runtime).
+    pub fn blocking_submit(&self, record: LogRecord) {
+        if let Err(mpsc::error::SendError(WriterMsg::Record(record))) =
+            self.tx.blocking_send(WriterMsg::Record(Box::new(record)))
+        {
+            self.drop_record(&record.id);
         }
     }
 

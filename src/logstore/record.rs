@@ -7,24 +7,16 @@
 use crate::canonical::{ChatRequest, ToolCall, Usage};
 use serde::{Deserialize, Serialize};
 
-/// One attempt at one target of the chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Attempt {
-    pub model: String,
-    pub provider: String,
-    /// HTTP status the attempt ended with (200 on success; the mapped status on failure).
-    pub status: u16,
-    pub latency_ms: f64,
-    /// The error message when it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use crate::context::Attempt;
 
 /// The record of one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
-    /// The request id (also the `x-request-id` response header).
+    /// The request id (also the `x-request-id` response header): unique per request.
     pub id: String,
+    /// The `x-request-id` the client sent, if any (a correlation id; not unique).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
     /// When the request arrived, RFC 3339 UTC.
     pub started_at: String,
     /// Milliseconds since the Unix epoch of `started_at` (for range filters and sorting).
@@ -69,4 +61,7 @@ pub struct LogRecord {
     pub policy_version: Option<u64>,
     /// The id of the record this request replayed.
     pub replay_of: Option<String>,
+    /// Embeddings: the `dimensions` asked for (the inputs are the request's user messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_dimensions: Option<u32>,
 }

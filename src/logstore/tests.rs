@@ -47,6 +47,8 @@ pub(crate) fn record_with(request: ChatRequest) -> LogRecord {
         client_disconnected: false,
         policy_version: None,
         replay_of: None,
+        correlation_id: None,
+        embedding_dimensions: None,
     }
 }
 

@@ -4,7 +4,7 @@ use super::body::SseWriter;
 use super::{check_range, joined_text, optional_u32, Parsed, Reply, WireError};
 use crate::canonical::FinishReason;
 use crate::providers::mock::{
-    count_words, split_arguments, split_chunks, MockPrompt, MockToolChoice,
+    count_words, split_arguments, split_chunks, MockAnswer, MockPrompt, MockToolChoice,
 };
 use http::HeaderMap;
 use serde_json::{json, Value};
@@ -234,13 +234,13 @@ fn first_tool(body: &Value) -> Result<Option<&str>, WireError> {
     Ok(first)
 }
 
-fn stop_reason(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop => "end_turn",
-        FinishReason::StopSequence => "stop_sequence",
-        FinishReason::Length => "max_tokens",
-        FinishReason::ToolCalls => "tool_use",
-        FinishReason::ContentFilter => "refusal",
+/// How the answer ends, in Anthropic's words. The mock ends a turn in one of three ways:
+/// it calls a tool, it reaches `max_tokens`, or it runs out of words.
+fn stop_word(answer: &MockAnswer) -> &'static str {
+    match (&answer.tool_call, answer.finish) {
+        (Some(_), _) => "tool_use",
+        (None, FinishReason::Length) => "max_tokens",
+        (None, _) => "end_turn",
     }
 }
 
@@ -266,7 +266,7 @@ pub(super) fn response(reply: &Reply<'_>) -> Value {
         "role": "assistant",
         "model": reply.model,
         "content": content,
-        "stop_reason": stop_reason(answer.finish),
+        "stop_reason": stop_word(answer),
         "stop_sequence": null,
         "usage": {
             "input_tokens": answer.usage.input_tokens,
@@ -326,7 +326,7 @@ pub(super) fn stream(reply: &Reply<'_>, out: &mut SseWriter) {
     out.event(Some("content_block_stop"), &stop, false);
     let delta = json!({
         "type": "message_delta",
-        "delta": {"stop_reason": stop_reason(answer.finish), "stop_sequence": null},
+        "delta": {"stop_reason": stop_word(answer), "stop_sequence": null},
         "usage": {"output_tokens": answer.usage.output_tokens},
     });
     out.event(Some("message_delta"), &delta, false);

@@ -4,7 +4,7 @@ use super::body::SseWriter;
 use super::{check_range, joined_text, optional_u32, Parsed, Reply, WireError};
 use crate::canonical::FinishReason;
 use crate::providers::mock::{
-    count_words, split_arguments, split_chunks, MockPrompt, MockToolChoice,
+    count_words, split_arguments, split_chunks, MockAnswer, MockPrompt, MockToolChoice,
 };
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -185,12 +185,13 @@ fn first_tool(body: &Value) -> Result<Option<&str>, WireError> {
     Ok(first)
 }
 
-fn finish_reason(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop | FinishReason::StopSequence => "stop",
-        FinishReason::Length => "length",
-        FinishReason::ToolCalls => "tool_calls",
-        FinishReason::ContentFilter => "content_filter",
+/// How the answer ends, in OpenAI's words. The mock ends a turn in one of three ways: it
+/// calls a tool, it reaches `max_tokens`, or it runs out of words.
+fn finish_word(answer: &MockAnswer) -> &'static str {
+    match (&answer.tool_call, answer.finish) {
+        (Some(_), _) => "tool_calls",
+        (None, FinishReason::Length) => "length",
+        (None, _) => "stop",
     }
 }
 
@@ -230,7 +231,7 @@ pub(super) fn response(reply: &Reply<'_>) -> Value {
             "index": 0,
             "message": message,
             "logprobs": null,
-            "finish_reason": finish_reason(answer.finish),
+            "finish_reason": finish_word(answer),
         }],
         "usage": usage(reply),
         "system_fingerprint": null,
@@ -281,7 +282,7 @@ pub(super) fn stream(reply: &Reply<'_>, out: &mut SseWriter) {
             out.event(None, &chunk(reply, json!({"content": piece}), None), true);
         }
     }
-    let finish = finish_reason(answer.finish);
+    let finish = finish_word(answer);
     out.event(None, &chunk(reply, json!({}), Some(finish)), false);
     if reply.include_usage {
         let usage_chunk = json!({

@@ -4,20 +4,11 @@
 //! configured digest in constant time (no early exit), so neither timing nor logs reveal keys.
 
 use crate::config::{Config, KeyConfig};
+pub use crate::context::Principal;
 use crate::error::GatewayError;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-
-/// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The key's name in logs (never the key).
-    pub key_id: String,
-    pub user: String,
-    pub team: Option<String>,
-    pub tier: Option<String>,
-}
 
 /// The configured keys, as digests.
 #[derive(Debug, Default)]
@@ -82,27 +73,34 @@ fn entry(k: &KeyConfig) -> Option<([u8; 32], Principal)> {
     ))
 }
 
-/// The key from `Authorization: Bearer …` or `x-api-key`.
+/// The key from `Authorization: Bearer …` (scheme case-insensitive) or `x-api-key`.
+///
+/// An `Authorization` header that is empty, carries another scheme, or names no token does
+/// not hide a valid `x-api-key`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers
+    let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    {
-        let value = value.trim();
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .unwrap_or(value)
-            .trim();
-        if !token.is_empty() {
-            return Some(token);
-        }
-    }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+        .and_then(bearer_token);
+    bearer.or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    })
+}
+
+/// The token of a `Bearer` credential, or a bare token (some clients omit the scheme).
+fn bearer_token(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let token = match value.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some(_) => return None,
+        None if value.eq_ignore_ascii_case("bearer") => return None,
+        None => value,
+    };
+    (!token.is_empty()).then_some(token)
 }
 
 /// Digest of the admin key from config (env var or sha256), if one is configured.
@@ -165,6 +163,33 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-api-key", HeaderValue::from_static("sk-good"));
         assert_eq!(table().authenticate(&headers).unwrap().user, "alice");
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["BEARER sk-good", "bearer  sk-good", "Bearer\tsk-good"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", HeaderValue::from_str(value).unwrap());
+            assert_eq!(
+                table().authenticate(&headers).unwrap().user,
+                "alice",
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_or_foreign_authorization_does_not_hide_x_api_key() {
+        for value in ["", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", HeaderValue::from_str(value).unwrap());
+            headers.insert("x-api-key", HeaderValue::from_static("sk-good"));
+            assert_eq!(
+                table().authenticate(&headers).unwrap().user,
+                "alice",
+                "authorization {value:?}"
+            );
+        }
     }
 
     #[test]

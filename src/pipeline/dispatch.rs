@@ -1,18 +1,24 @@
 //! Stage: walk the target chain until one answers.
 //!
 //! Per attempt: the breaker is asked first (an open one skips the target), chaos faults are
-//! applied, then the provider is called under the attempt deadline (`timeout`) and, for
-//! streams, the first-token deadline. Retryable errors (429, 5xx, connect errors, timeouts)
+//! applied, then the provider is called under the attempt deadline (`timeout`) and the
+//! first-token deadline (streams: the first content event; whole answers: the response
+//! headers). When every target was skipped for an open breaker, the request becomes the probe
+//! of the oldest open one (panic mode, see [`super::breaker`]). Retryable errors (429, 5xx, connect errors, timeouts)
 //! are retried on the same target `retries` times with capped, fully jittered exponential
 //! backoff that honours `Retry-After` (a longer `Retry-After` than the cap moves on at once),
 //! then the next target is tried. A stream fails over only before its first content event
 //! reaches the client: events before it (the `Start`) are buffered, not sent. Every attempt is
 //! recorded for the log.
 
-use super::health::Health;
-use crate::canonical::{ChatRequest, ChatResponse, StreamEvent};
+use super::breaker::Breakers;
+use super::chaos::Chaos;
+use super::AppState;
+use crate::canonical::{
+    ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent,
+};
+use crate::context::Attempt;
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
-use crate::logstore::record::Attempt;
 use crate::providers::{EventStream, Route};
 use futures_util::StreamExt;
 use std::future::Future;
@@ -25,7 +31,8 @@ pub struct Plan {
     pub targets: Vec<Route>,
     /// Per-attempt deadline: whole answer (non-streaming) or first content (streaming).
     pub timeout: Option<Duration>,
-    /// Per-attempt deadline for the first content event of a stream.
+    /// Per-attempt deadline for the first content event of a stream, or for the response
+    /// headers of a whole answer.
     pub first_token: Option<Duration>,
     /// Retries on the same target before moving on.
     pub retries: u32,
@@ -43,13 +50,23 @@ impl LatencyObserver for crate::policy::LatencyWindow {
     }
 }
 
-/// The chain walker's shared state.
+/// The chain walker: breakers, chaos faults and the latency window it reports to.
 pub struct Dispatcher<'a> {
-    pub health: &'a Health,
+    pub breakers: &'a Breakers,
+    pub chaos: &'a Chaos,
     pub latency: Option<&'a dyn LatencyObserver>,
 }
 
-impl Dispatcher<'_> {
+impl<'a> Dispatcher<'a> {
+    /// The dispatcher of a running gateway.
+    pub fn new(state: &'a AppState) -> Self {
+        Dispatcher {
+            breakers: &state.breakers,
+            chaos: &state.chaos,
+            latency: Some(&*state.latency),
+        }
+    }
+
     /// Answer a non-streaming request.
     pub async fn chat(
         &self,
@@ -58,17 +75,10 @@ impl Dispatcher<'_> {
         attempts: &mut Vec<Attempt>,
     ) -> Result<(ChatResponse, Route), GatewayError> {
         let timeout = plan.timeout;
-        self.walk(plan, attempts, |route: &Route| {
+        self.try_chain(plan, attempts, |route: &Route| {
             let call = route.provider.chat(req, route.model.upstream_id(), None);
             let name = route.provider_name.clone();
-            async move {
-                match timeout {
-                    Some(limit) => tokio::time::timeout(limit, call)
-                        .await
-                        .map_err(|_| crate::providers::timeout_error(&name, limit))?,
-                    None => call.await,
-                }
-            }
+            async move { within(timeout, call, &name).await }
         })
         .await
     }
@@ -82,7 +92,7 @@ impl Dispatcher<'_> {
         attempts: &mut Vec<Attempt>,
     ) -> Result<(EventStream, Route), GatewayError> {
         let (timeout, first_token) = (plan.timeout, plan.first_token);
-        self.walk(plan, attempts, |route: &Route| {
+        self.try_chain(plan, attempts, |route: &Route| {
             let call = route.provider.chat_stream(req, route.model.upstream_id());
             let name = route.provider_name.clone();
             async move {
@@ -104,7 +114,25 @@ impl Dispatcher<'_> {
         .await
     }
 
-    async fn walk<T, F, Fut>(
+    /// Embed with the chain (embedding models), under the attempt deadline.
+    pub async fn embed(
+        &self,
+        plan: &Plan,
+        req: &EmbeddingsRequest,
+        attempts: &mut Vec<Attempt>,
+    ) -> Result<(EmbeddingsResponse, Route), GatewayError> {
+        let timeout = plan.timeout;
+        self.try_chain(plan, attempts, |route: &Route| {
+            let call = route.provider.embed(req, route.model.upstream_id());
+            let name = route.provider_name.clone();
+            async move { within(timeout, call, &name).await }
+        })
+        .await
+    }
+
+    /// Try each target in order, with retries, until one answers; then, if every target was
+    /// skipped for an open breaker, probe the oldest open one (panic mode).
+    async fn try_chain<T, F, Fut>(
         &self,
         plan: &Plan,
         attempts: &mut Vec<Attempt>,
@@ -114,75 +142,129 @@ impl Dispatcher<'_> {
         F: FnMut(&Route) -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
     {
-        let cfg = self.health.config();
+        let cfg = self.breakers.config();
         let mut last_error: Option<GatewayError> = None;
+        let mut called = false;
         for route in &plan.targets {
             let provider = &*route.provider_name;
             for retry in 0..=plan.retries {
-                if !self.health.allow(provider) {
-                    let err = GatewayError::upstream(
-                        ErrorCode::Unavailable,
-                        format!("provider `{provider}` is unavailable (circuit open)"),
-                    );
+                if !self.breakers.allow(provider) {
+                    let err = circuit_open(provider);
                     attempts.push(attempt(route, &err, 0.0));
                     last_error = Some(err);
                     break;
                 }
-                let started = Instant::now();
-                let injection = self.health.injection(provider);
-                if !injection.delay.is_zero() {
-                    tokio::time::sleep(injection.delay).await;
-                }
-                let result = match injection.error {
-                    Some(err) => Err(err),
-                    None => call(route).await,
+                called = true;
+                let err = match self.try_once(route, attempts, &mut call).await {
+                    Ok(value) => return Ok((value, route.clone())),
+                    Err(err) => err,
                 };
-                let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-                match result {
-                    Ok(value) => {
-                        self.health.record(provider, true);
-                        if let Some(observer) = self.latency {
-                            observer.observe(&route.model.name, elapsed_ms);
-                        }
-                        attempts.push(Attempt {
-                            model: route.model.name.clone(),
-                            provider: provider.to_string(),
-                            status: 200,
-                            latency_ms: elapsed_ms,
-                            error: None,
-                        });
-                        return Ok((value, route.clone()));
-                    }
-                    Err(err) => {
-                        attempts.push(attempt(route, &err, elapsed_ms));
-                        if err.source == ErrorSource::Client {
-                            // The adapter refused a field this provider cannot honour: another
-                            // target may take it, and the breaker is not at fault.
-                            last_error = Some(keep_first_client_error(last_error, err));
-                            break;
-                        }
-                        if !err.retryable() {
-                            return Err(err);
-                        }
-                        self.health.record(provider, false);
-                        let wait = backoff(
-                            cfg.backoff_base_ms,
-                            cfg.backoff_max_ms,
-                            retry,
-                            err.retry_after,
-                        );
-                        tracing::warn!(provider, model = %route.model.name, error = %err, retry, "attempt failed");
-                        last_error = Some(err);
-                        match wait {
-                            Some(wait) if retry < plan.retries => tokio::time::sleep(wait).await,
-                            _ => break,
-                        }
+                if err.source == ErrorSource::Client {
+                    // The adapter refused a field this provider cannot honour: another
+                    // target may take it, and the breaker is not at fault.
+                    last_error = Some(keep_first_client_error(last_error, err));
+                    break;
+                }
+                if !err.retryable() {
+                    return Err(err);
+                }
+                let wait = backoff(
+                    cfg.backoff_base_ms,
+                    cfg.backoff_max_ms,
+                    retry,
+                    err.retry_after,
+                );
+                tracing::warn!(provider, model = %route.model.name, error = %err.message_for_log(), retry, "attempt failed");
+                last_error = Some(err);
+                match wait {
+                    Some(wait) if retry < plan.retries => tokio::time::sleep(wait).await,
+                    _ => break,
+                }
+            }
+        }
+        if !called {
+            let providers = plan.targets.iter().map(|r| &*r.provider_name);
+            if let Some(provider) = self.breakers.panic_probe(providers) {
+                if let Some(route) = plan.targets.iter().find(|r| &*r.provider_name == provider) {
+                    match self.try_once(route, attempts, &mut call).await {
+                        Ok(value) => return Ok((value, route.clone())),
+                        Err(err) => last_error = Some(err),
                     }
                 }
             }
         }
         Err(last_error.unwrap_or_else(|| GatewayError::internal("empty target chain")))
     }
+
+    /// One attempt at one target that the breaker let through: chaos, the call, the report.
+    async fn try_once<T, F, Fut>(
+        &self,
+        route: &Route,
+        attempts: &mut Vec<Attempt>,
+        call: &mut F,
+    ) -> Result<T, GatewayError>
+    where
+        F: FnMut(&Route) -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        let provider = &*route.provider_name;
+        let started = Instant::now();
+        let injection = self.chaos.injection(provider);
+        if !injection.delay.is_zero() {
+            tokio::time::sleep(injection.delay).await;
+        }
+        let result = match injection.error {
+            Some(err) => Err(err),
+            None => call(route).await,
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(value) => {
+                self.breakers.report(provider, true);
+                if let Some(observer) = self.latency {
+                    observer.observe(&route.model.name, elapsed_ms);
+                }
+                attempts.push(Attempt {
+                    model: route.model.name.clone(),
+                    provider: provider.to_string(),
+                    status: 200,
+                    latency_ms: elapsed_ms,
+                    error: None,
+                });
+                Ok(value)
+            }
+            Err(err) => {
+                attempts.push(attempt(route, &err, elapsed_ms));
+                // A retryable failure counts against the provider; a final answer such as a
+                // 400 shows it is up. The adapter's own refusal (client source) never called it.
+                if err.source != ErrorSource::Client {
+                    self.breakers.report(provider, !err.retryable());
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Run `call` under an optional deadline; past it, a timeout naming the provider.
+async fn within<T>(
+    limit: Option<Duration>,
+    call: impl Future<Output = Result<T, GatewayError>>,
+    provider: &str,
+) -> Result<T, GatewayError> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| crate::providers::timeout_error(provider, limit))?,
+        None => call.await,
+    }
+}
+
+fn circuit_open(provider: &str) -> GatewayError {
+    GatewayError::upstream(
+        ErrorCode::Unavailable,
+        format!("provider `{provider}` is unavailable (circuit open)"),
+    )
 }
 
 fn keep_first_client_error(previous: Option<GatewayError>, err: GatewayError) -> GatewayError {

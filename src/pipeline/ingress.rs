@@ -24,12 +24,24 @@ fn too_large(limit: usize) -> GatewayError {
     )
 }
 
-/// The whole body, or 413 past `server.max_body_bytes` (checked on Content-Length first).
+/// The whole body, or 413 past `server.max_body_bytes` (checked on Content-Length first),
+/// 408 when the client does not send it within `server.body_read_timeout_ms`, 400 for a
+/// `Transfer-Encoding` other than `chunked`.
 pub async fn read_body(
     state: &AppState,
     parts: &Parts,
     body: Incoming,
 ) -> Result<Bytes, GatewayError> {
+    if let Some(encoding) = parts.headers.get(http::header::TRANSFER_ENCODING) {
+        let plain_chunked = encoding
+            .to_str()
+            .is_ok_and(|e| e.trim().eq_ignore_ascii_case("chunked"));
+        if !plain_chunked {
+            return Err(GatewayError::bad_body(
+                "unsupported Transfer-Encoding: only `chunked` is accepted",
+            ));
+        }
+    }
     let limit = state.config.server.max_body_bytes;
     let declared = parts
         .headers
@@ -39,7 +51,20 @@ pub async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
+    let timeout = std::time::Duration::from_millis(state.config.server.body_read_timeout_ms);
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            GatewayError::new(
+                ErrorSource::Client,
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body was not received within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) => {
             if err
@@ -77,7 +102,24 @@ pub async fn read_chat(
             include_usage: false,
         },
     };
-    ctx.requested_model = parsed.request.model.clone();
+    read_context(
+        ctx,
+        parts,
+        &parsed.request.model,
+        parsed.request.metadata.get("feature"),
+    );
+    Ok(parsed)
+}
+
+/// Fill the context from a parsed request: the model asked for, the client's `x-*` headers
+/// (minus credentials) and the feature (`x-switchyard-feature`, else `metadata.feature`).
+pub fn read_context(
+    ctx: &mut RequestContext,
+    parts: &Parts,
+    model: &str,
+    metadata_feature: Option<&String>,
+) {
+    ctx.requested_model = model.to_string();
     for (name, value) in &parts.headers {
         let name = name.as_str();
         if name.starts_with("x-") && name != "x-api-key" {
@@ -86,11 +128,5 @@ pub async fn read_chat(
             }
         }
     }
-    ctx.feature = ctx
-        .headers
-        .get("x-switchyard-feature")
-        .cloned()
-        .or_else(|| parsed.request.metadata.get("feature").cloned())
-        .filter(|f| !f.is_empty());
-    Ok(parsed)
+    ctx.resolve_feature(metadata_feature);
 }

@@ -1,35 +1,44 @@
-//! The request pipeline, as plain code. A chat request runs these stages in order:
+//! The request path, as plain code. Every endpoint (chat in both dialects, streamed or not,
+//! embeddings, replay) is one [`Exchange`] that runs these stages in order:
 //!
 //! 1. **auth** (`auth.rs`): gateway key → `Principal`, or 401. Runs before the body is
-//!    parsed, so an unauthenticated client costs no parsing.
+//!    read, so an unauthenticated client costs no parsing.
 //! 2. **ingress** (`ingress.rs`): body read under the size limit (413), parsed by the client's
-//!    dialect into one canonical `ChatRequest` (400 with the dialect's error JSON).
+//!    dialect into one canonical request (400 with the dialect's error JSON).
 //! 3. **policy** (`policy.rs`): the policy snapshot taken at the request's start decides the
 //!    target chain and deadlines (`route` hook), or refuses the request (`throw`).
-//! 4. **dispatch** (`dispatch.rs`): walk the chain with deadlines, retries, breakers.
-//! 5. **egress** (`egress.rs`): canonical → the client's dialect, streams chunk by chunk.
-//! 6. **record** (`record.rs`): after the response (for streams: when it ends or the client
-//!    leaves), usage and cost are settled and the record is handed to the log store, off the
-//!    request path.
+//! 4. **stages** (`stages.rs`): the stage list, in its documented order; each may answer
+//!    early (a cache hit), wait (a queue) or refuse (a limit, a budget).
+//! 5. **dispatch** (`dispatch.rs`): walk the chain with deadlines, retries and breakers.
+//! 6. **egress** (`egress.rs`): canonical → the client's dialect, streams chunk by chunk.
+//! 7. **finish** (`exchange.rs`): exactly once per request, whatever happened: usage settled
+//!    (`settle.rs`), the stages' finish hooks, then the record handed to the log (`log.rs`).
 
 pub mod auth;
+pub mod breaker;
+pub mod chaos;
 pub mod dispatch;
 pub mod egress;
-pub mod health;
+pub mod exchange;
 pub mod ingress;
+pub mod log;
 pub mod policy;
-pub mod record;
+pub mod settle;
+pub mod stages;
 
-use crate::canonical::ChatRequest;
+use crate::canonical::{ChatResponse, EmbeddingsRequest, Message, Role};
 use crate::config::Config;
-use crate::context::{request_id_from, RequestContext};
+use crate::context::{correlation_id_from, Endpoint};
 use crate::error::{Dialect, GatewayError};
+use crate::http::{error_response, json_response, Body};
 use crate::logstore::{LogSender, LogStore};
 use crate::policy::{LatencyWindow, PolicyStore};
 use crate::providers::Registry;
-use crate::server::{error_response, json_response, Body};
+use dispatch::{Dispatcher, Plan};
+use exchange::Exchange;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Everything a request needs, built once at start. Each request thread holds its own copy
@@ -40,17 +49,109 @@ pub struct AppState {
     pub registry: Registry,
     pub keys: Arc<auth::KeyTable>,
     pub admin_key: Option<[u8; 32]>,
-    pub health: Arc<health::Health>,
+    /// Circuit breakers per provider.
+    pub breakers: Arc<breaker::Breakers>,
+    /// Chaos faults injected by `POST /admin/chaos`.
+    pub chaos: Arc<chaos::Chaos>,
     pub latency: Arc<LatencyWindow>,
     pub policy: Arc<PolicyStore>,
     pub logs: Option<Arc<LogStore>>,
     pub log_sender: Option<LogSender>,
+    /// The stage list.
+    pub stages: Arc<stages::Stages>,
+    /// The runtime that outlives the request threads: finish steps that cannot run on the
+    /// request's own task (a dropped stream, a usage estimate) run here.
+    pub background: Option<tokio::runtime::Handle>,
+    /// Finish steps in flight on the background runtime; shutdown waits for them before it
+    /// closes the log.
+    pub tails: tokio_util::task::TaskTracker,
+    /// Set when shutdown begins: a request dropped after this was cut by the shutdown.
+    pub closing: Arc<AtomicBool>,
 }
 
-/// What a finished chat produced: a whole body or a stream.
+/// What a request produced for the client: a whole body or a stream.
 pub enum Reply {
     Complete(Vec<u8>),
     Stream(Body),
+}
+
+/// A reply with the facts its response headers carry, read before the exchange finished.
+pub struct Answer {
+    pub reply: Result<Reply, GatewayError>,
+    pub dialect: Dialect,
+    pub id: String,
+    pub correlation_id: Option<String>,
+    pub served_model: Option<String>,
+    pub provider: Option<String>,
+    pub policy_version: Option<u64>,
+}
+
+impl Answer {
+    fn of(exchange: &Exchange, reply: Result<Reply, GatewayError>) -> Answer {
+        let route = exchange.outcome.route.as_ref();
+        Answer {
+            reply,
+            dialect: exchange.ctx.dialect,
+            id: exchange.ctx.id.clone(),
+            correlation_id: exchange.ctx.correlation_id.clone(),
+            served_model: route.map(|r| r.model.name.clone()),
+            provider: route.map(|r| r.provider_name.to_string()),
+            policy_version: exchange.ctx.policy_version,
+        }
+    }
+
+    /// The HTTP response, with the request id and routing headers.
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = match self.reply {
+            Ok(Reply::Complete(body)) => json_response(200, body),
+            Ok(Reply::Stream(body)) => {
+                let mut response = Response::new(body);
+                let headers = response.headers_mut();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                headers.insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-cache"),
+                );
+                response
+            }
+            Err(err) => error_response(&err, self.dialect),
+        };
+        let headers = response.headers_mut();
+        if let Ok(id) = HeaderValue::from_str(&self.id) {
+            headers.insert("x-request-id", id);
+        }
+        if let Some(id) = self
+            .correlation_id
+            .and_then(|id| HeaderValue::from_str(&id).ok())
+        {
+            headers.insert("x-correlation-id", id);
+        }
+        if let Some(model) = self
+            .served_model
+            .and_then(|m| HeaderValue::from_str(&m).ok())
+        {
+            headers.insert("x-switchyard-model", model);
+        }
+        if let Some(provider) = self.provider.and_then(|p| HeaderValue::from_str(&p).ok()) {
+            headers.insert("x-switchyard-provider", provider);
+        }
+        if let Some(version) = self.policy_version {
+            headers.insert("x-switchyard-policy-version", HeaderValue::from(version));
+        }
+        response
+    }
+}
+
+/// Finish a failed exchange and answer with the error.
+async fn refuse(mut exchange: Exchange, err: GatewayError) -> Answer {
+    log_error(&exchange, &err);
+    exchange.fail(err.clone());
+    let answer = Answer::of(&exchange, Err(err));
+    exchange.finish().await;
+    answer
 }
 
 /// `POST /v1/chat/completions` and `POST /v1/messages`.
@@ -59,161 +160,199 @@ pub async fn chat(
     dialect: Dialect,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let mut ctx = RequestContext::new(request_id_from(req.headers()), dialect, "chat");
-    let result = chat_stages(&state, &mut ctx, req).await;
-    finish(ctx, result)
-}
-
-async fn chat_stages(
-    state: &Arc<AppState>,
-    ctx: &mut RequestContext,
-    req: Request<Incoming>,
-) -> Result<(Reply, Option<String>), GatewayError> {
-    ctx.principal = Some(state.keys.authenticate(req.headers())?);
-    let (parts, body) = req.into_parts();
-    let parsed = ingress::read_chat(state, ctx, &parts, body).await?;
-    execute(state, ctx, parsed.request, parsed.include_usage).await
-}
-
-/// Stages 3–6 for a parsed request (replay enters here too). Returns the reply and the
-/// served model name.
-pub async fn execute(
-    state: &Arc<AppState>,
-    ctx: &mut RequestContext,
-    request: ChatRequest,
-    include_usage: bool,
-) -> Result<(Reply, Option<String>), GatewayError> {
-    let (plan, request) = policy::decide(state, ctx, request)?;
-    let dispatcher = dispatch::Dispatcher {
-        health: &state.health,
-        latency: Some(&*state.latency),
+    let mut exchange = Exchange::start(state, dialect, Endpoint::Chat);
+    exchange.ctx.correlation_id = correlation_id_from(req.headers());
+    let answer = match read_chat(&mut exchange, req).await {
+        Ok(include_usage) => execute(exchange, include_usage).await,
+        Err(err) => refuse(exchange, err).await,
     };
-    if request.stream {
-        let mut attempts = std::mem::take(&mut ctx.attempts);
-        let opened = dispatcher.stream(&plan, &request, &mut attempts).await;
-        ctx.attempts = attempts;
+    answer.into_response()
+}
+
+/// Auth and ingress: the parsed request goes into the exchange; returns OpenAI's
+/// `stream_options.include_usage`.
+async fn read_chat(exchange: &mut Exchange, req: Request<Incoming>) -> Result<bool, GatewayError> {
+    exchange.ctx.principal = Some(exchange.state.keys.authenticate(req.headers())?);
+    let (parts, body) = req.into_parts();
+    let state = exchange.state.clone();
+    let parsed = ingress::read_chat(&state, &mut exchange.ctx, &parts, body).await?;
+    exchange.request = parsed.request;
+    Ok(parsed.include_usage)
+}
+
+/// Policy, stages, dispatch and egress for a parsed chat request, then the finish step (for a
+/// stream: when the stream ends). Replay enters here too.
+pub async fn execute(mut exchange: Exchange, include_usage: bool) -> Answer {
+    let plan = match prepare(&mut exchange).await {
+        Ok(Prepared::Dispatch(plan)) => plan,
+        Ok(Prepared::Answered(response)) => {
+            return answer_early(exchange, *response, include_usage).await
+        }
+        Err(err) => return refuse(exchange, err).await,
+    };
+    let state = exchange.state.clone();
+    let dispatcher = Dispatcher::new(&state);
+    if exchange.request.stream {
+        let opened = dispatcher
+            .stream(&plan, &exchange.request, &mut exchange.ctx.attempts)
+            .await;
         match opened {
             Ok((events, route)) => {
-                let served = route.model.name.clone();
-                let body = egress::stream_body(
-                    state.clone(),
-                    ctx.clone(),
-                    request,
-                    route,
-                    events,
-                    include_usage,
-                );
-                Ok((Reply::Stream(body), Some(served)))
+                exchange.outcome.route = Some(route);
+                exchange.outcome.status = Some(200);
+                let answer = Answer::of(&exchange, Ok(Reply::Complete(Vec::new())));
+                let body = egress::stream_body(exchange, events, include_usage);
+                Answer {
+                    reply: Ok(Reply::Stream(body)),
+                    ..answer
+                }
             }
-            Err(err) => {
-                record::submit_failure(state, ctx, request, &err);
-                Err(err)
-            }
+            Err(err) => refuse(exchange, err).await,
         }
     } else {
-        let mut attempts = std::mem::take(&mut ctx.attempts);
-        let answered = dispatcher.chat(&plan, &request, &mut attempts).await;
-        ctx.attempts = attempts;
+        let answered = dispatcher
+            .chat(&plan, &exchange.request, &mut exchange.ctx.attempts)
+            .await;
         match answered {
-            Ok((mut response, route)) => {
-                record::settle_usage(&request, &mut response);
-                let served = route.model.name.clone();
-                let body = egress::render(ctx.dialect, &response, &served);
-                record::submit_success(state, ctx, request, response, &route);
-                Ok((Reply::Complete(body), Some(served)))
+            Ok((response, route)) => {
+                let body = egress::render(exchange.ctx.dialect, &response, &route.model.name);
+                exchange.outcome.route = Some(route);
+                complete(exchange, response, body).await
             }
-            Err(err) => {
-                record::submit_failure(state, ctx, request, &err);
-                Err(err)
-            }
+            Err(err) => refuse(exchange, err).await,
         }
     }
 }
 
-/// Turn a stage result into the HTTP response, with the request id and routing headers.
-fn finish(
-    ctx: RequestContext,
-    result: Result<(Reply, Option<String>), GatewayError>,
-) -> Response<Body> {
-    let mut response = match result {
-        Ok((Reply::Complete(body), _)) => json_response(200, body),
-        Ok((Reply::Stream(body), _)) => {
-            let mut response = Response::new(body);
-            let headers = response.headers_mut();
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            headers.insert(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-cache"),
-            );
-            response
-        }
-        Err(err) => {
-            log_error(&ctx, &err);
-            error_response(&err, ctx.dialect)
-        }
-    };
-    let headers = response.headers_mut();
-    if let Ok(id) = HeaderValue::from_str(&ctx.id) {
-        headers.insert("x-request-id", id);
+/// Finish an exchange that produced a whole answer.
+async fn complete(mut exchange: Exchange, response: ChatResponse, body: Vec<u8>) -> Answer {
+    let elapsed = exchange.ctx.elapsed_ms();
+    let outcome = &mut exchange.outcome;
+    outcome.status = Some(200);
+    outcome.text = response.text;
+    outcome.tool_calls = response.tool_calls;
+    outcome.finish = Some(response.finish_reason);
+    outcome.usage = response.usage;
+    outcome.first_token_ms = Some(elapsed);
+    let answer = Answer::of(&exchange, Ok(Reply::Complete(body)));
+    exchange.finish().await;
+    answer
+}
+
+/// A stage answered before dispatch: render it like a provider's answer.
+async fn answer_early(exchange: Exchange, response: ChatResponse, include_usage: bool) -> Answer {
+    let model = response.model.clone();
+    if exchange.request.stream {
+        let mut exchange = exchange;
+        exchange.outcome.status = Some(200);
+        let answer = Answer::of(&exchange, Ok(Reply::Complete(Vec::new())));
+        let events = futures_util::StreamExt::boxed(futures_util::stream::iter(
+            response.into_events().into_iter().map(Ok),
+        ));
+        let body = egress::stream_body(exchange, events, include_usage);
+        return Answer {
+            reply: Ok(Reply::Stream(body)),
+            ..answer
+        };
     }
-    if let Some(attempt) = ctx.attempts.iter().rev().find(|a| a.status == 200) {
-        if let Ok(model) = HeaderValue::from_str(&attempt.model) {
-            headers.insert("x-switchyard-model", model);
-        }
-        if let Ok(provider) = HeaderValue::from_str(&attempt.provider) {
-            headers.insert("x-switchyard-provider", provider);
-        }
-    }
-    if let Some(version) = ctx.policy_version {
-        headers.insert("x-switchyard-policy-version", HeaderValue::from(version));
-    }
-    response
+    let body = egress::render(exchange.ctx.dialect, &response, &model);
+    complete(exchange, response, body).await
+}
+
+/// What happens after the policy and the stages.
+enum Prepared {
+    Dispatch(Plan),
+    Answered(Box<ChatResponse>),
+}
+
+async fn prepare(exchange: &mut Exchange) -> Result<Prepared, GatewayError> {
+    let plan = policy::decide(exchange)?;
+    let stages = exchange.state.stages.clone();
+    Ok(match stages.on_request(exchange).await? {
+        Some(response) => Prepared::Answered(response),
+        None => Prepared::Dispatch(plan),
+    })
 }
 
 /// Log a failed request once, inside its context, in full (the client saw the redacted form).
-pub fn log_error(ctx: &RequestContext, err: &GatewayError) {
+fn log_error(exchange: &Exchange, err: &GatewayError) {
     let status = err.status();
+    let id = &exchange.ctx.id;
     if status >= 500 {
-        tracing::error!(request_id = %ctx.id, status, code = err.code.as_str(), source = ?err.source, error = %err.message, "request failed");
+        tracing::error!(request_id = %id, status, code = err.code.as_str(), source = ?err.source, error = %err.message_for_log(), "request failed");
     } else {
-        tracing::info!(request_id = %ctx.id, status, code = err.code.as_str(), error = %err.message, "request refused");
+        tracing::info!(request_id = %id, status, code = err.code.as_str(), error = %err.message_for_log(), "request refused");
     }
 }
 
-/// `POST /v1/embeddings`.
+/// `POST /v1/embeddings`: auth, policy (`req.endpoint == "embeddings"`), the chain with
+/// retries and breakers, usage and cost, and a log record, like chat.
 pub async fn embeddings(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
-    let mut ctx = RequestContext::new(
-        request_id_from(req.headers()),
-        Dialect::OpenAi,
-        "embeddings",
-    );
-    let result = async {
-        ctx.principal = Some(state.keys.authenticate(req.headers())?);
-        let (parts, body) = req.into_parts();
-        let bytes = ingress::read_body(&state, &parts, body).await?;
-        let parsed = crate::dialect::openai::parse_embeddings(&bytes)?;
-        let request = parsed.request;
-        ctx.requested_model = request.model.clone();
-        let route = state
-            .registry
-            .route(&request.model)
-            .ok_or_else(|| GatewayError::unknown_model(&request.model))?
-            .clone();
-        let response = route
-            .provider
-            .embed(&request, route.model.upstream_id())
-            .await?;
-        Ok::<_, GatewayError>(crate::dialect::openai::render_embeddings(
-            &response,
-            &route.model.name,
-            parsed.encoding,
-        ))
+    let mut exchange = Exchange::start(state, Dialect::OpenAi, Endpoint::Embeddings);
+    exchange.ctx.correlation_id = correlation_id_from(req.headers());
+    let answer = match read_embeddings(&mut exchange, req).await {
+        Ok((request, encoding)) => execute_embeddings(exchange, request, encoding).await,
+        Err(err) => refuse(exchange, err).await,
+    };
+    answer.into_response()
+}
+
+async fn read_embeddings(
+    exchange: &mut Exchange,
+    req: Request<Incoming>,
+) -> Result<(EmbeddingsRequest, crate::dialect::openai::EncodingFormat), GatewayError> {
+    exchange.ctx.principal = Some(exchange.state.keys.authenticate(req.headers())?);
+    let (parts, body) = req.into_parts();
+    let bytes = ingress::read_body(&exchange.state, &parts, body).await?;
+    let parsed = crate::dialect::openai::parse_embeddings(&bytes)?;
+    ingress::read_context(&mut exchange.ctx, &parts, &parsed.request.model, None);
+    exchange.embedding_dimensions = parsed.request.dimensions;
+    exchange.request = crate::canonical::ChatRequest {
+        model: parsed.request.model.clone(),
+        messages: parsed
+            .request
+            .input
+            .iter()
+            .map(|text| Message::text(Role::User, text.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    Ok((parsed.request, parsed.encoding))
+}
+
+/// Policy, stages and dispatch for a parsed embeddings request, then the finish step. Replay
+/// of an embeddings record enters here too.
+pub async fn execute_embeddings(
+    mut exchange: Exchange,
+    request: EmbeddingsRequest,
+    encoding: crate::dialect::openai::EncodingFormat,
+) -> Answer {
+    let plan = match prepare(&mut exchange).await {
+        Ok(Prepared::Dispatch(plan)) => plan,
+        Ok(Prepared::Answered(_)) => {
+            let err = GatewayError::internal("a stage answered an embeddings request early");
+            return refuse(exchange, err).await;
+        }
+        Err(err) => return refuse(exchange, err).await,
+    };
+    let state = exchange.state.clone();
+    let answered = Dispatcher::new(&state)
+        .embed(&plan, &request, &mut exchange.ctx.attempts)
+        .await;
+    match answered {
+        Ok((response, route)) => {
+            let body =
+                crate::dialect::openai::render_embeddings(&response, &route.model.name, encoding);
+            exchange.outcome.route = Some(route);
+            exchange.outcome.usage = response.usage;
+            exchange.outcome.status = Some(200);
+            exchange.outcome.first_token_ms = Some(exchange.ctx.elapsed_ms());
+            let answer = Answer::of(&exchange, Ok(Reply::Complete(body)));
+            exchange.finish().await;
+            answer
+        }
+        Err(err) => refuse(exchange, err).await,
     }
-    .await;
-    finish(ctx, result.map(|body| (Reply::Complete(body), None)))
 }
 
 /// `GET /v1/models`: the configured models (any valid gateway key may list them).

@@ -5,32 +5,28 @@
 //! and no request map is built.
 
 use super::dispatch::Plan;
+use super::exchange::Exchange;
 use super::AppState;
 use crate::canonical::ChatRequest;
-use crate::context::RequestContext;
+use crate::config::ModelKind;
+use crate::context::{Endpoint, RequestContext};
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use crate::policy::{Decision, PolicyError, PolicyRequest};
 use std::time::Duration;
 
-/// The plan for this request, and the request as the policy adjusted it (`max_tokens`).
-pub fn decide(
-    state: &AppState,
-    ctx: &mut RequestContext,
-    mut request: ChatRequest,
-) -> Result<(Plan, ChatRequest), GatewayError> {
+/// The plan for this request; the request as the policy adjusted it (`max_tokens`) stays in
+/// the exchange.
+pub fn decide(exchange: &mut Exchange) -> Result<Plan, GatewayError> {
+    let state = exchange.state.clone();
     let set = state.policy.snapshot();
-    ctx.policy_version = Some(set.version());
+    exchange.ctx.policy_version = Some(set.version());
     let decision = if set.has_route() {
-        match set.route(&policy_request(ctx, &request)) {
+        match set.route(&PolicyRequest::build(&exchange.ctx, &exchange.request)) {
             Ok(decision) => decision,
-            Err(PolicyError::Refused { status, message }) => {
-                let mut err = GatewayError::new(ErrorSource::Policy, ErrorCode::Forbidden, message);
-                err.status_override = Some(status);
-                return Err(err);
-            }
+            Err(refusal @ PolicyError::Refused { .. }) => return Err(refusal.into()),
             Err(err) => {
                 state.policy.record_hook_error();
-                tracing::error!(request_id = %ctx.id, error = %err, "route hook failed");
+                tracing::error!(request_id = %exchange.ctx.id, error = %err, "route hook failed");
                 if !state.policy.on_error_open() {
                     return Err(GatewayError::new(
                         ErrorSource::Policy,
@@ -44,11 +40,12 @@ pub fn decide(
     } else {
         None
     };
-    let plan = plan_for(state, ctx, &request, decision.as_ref())?;
+    let plan = plan_for(&state, &exchange.ctx, &exchange.request, decision.as_ref())?;
     if let Some(cap) = decision.as_ref().and_then(|d| d.max_tokens) {
+        let request = &mut exchange.request;
         request.max_tokens = Some(request.max_tokens.map_or(cap, |asked| asked.min(cap)));
     }
-    Ok((plan, request))
+    Ok(plan)
 }
 
 fn plan_for(
@@ -57,11 +54,20 @@ fn plan_for(
     request: &ChatRequest,
     decision: Option<&Decision>,
 ) -> Result<Plan, GatewayError> {
+    let wanted = match ctx.endpoint {
+        Endpoint::Chat => ModelKind::Chat,
+        Endpoint::Embeddings => ModelKind::Embedding,
+    };
     let mut targets = Vec::new();
     match decision.filter(|d| !d.chain.is_empty()) {
         Some(decision) => {
             for name in &decision.chain {
                 match state.registry.route(name) {
+                    // A chain written for chat may name chat models for an embeddings request
+                    // (or the reverse): those targets cannot serve it and are skipped.
+                    Some(route) if route.model.kind != wanted && *name != request.model => {
+                        tracing::debug!(request_id = %ctx.id, model = %name, "policy named a model of another kind; skipped")
+                    }
                     Some(route) => targets.push(route.clone()),
                     // The policy passed the client's own unknown model through: that is the
                     // client's mistake, and serving another model silently would hide it.
@@ -89,13 +95,14 @@ fn plan_for(
             targets.push(route.clone());
         }
     }
-    if let Some(route) = targets.iter().find(|r| r.model.kind != "chat") {
+    if let Some(route) = targets.iter().find(|r| r.model.kind != wanted) {
+        let hint = match wanted {
+            ModelKind::Chat => "is an embedding model; use /v1/embeddings",
+            ModelKind::Embedding => "is not an embedding model",
+        };
         return Err(GatewayError::invalid(
             "model",
-            format!(
-                "`{}` is an embedding model; use /v1/embeddings",
-                route.model.name
-            ),
+            format!("`{}` {hint}", route.model.name),
         ));
     }
     let ms = |v: Option<u64>| v.map(Duration::from_millis);
@@ -107,29 +114,4 @@ fn plan_for(
             .and_then(|d| d.retries)
             .unwrap_or(state.config.dispatch.retries),
     })
-}
-
-/// The request as scripts see it.
-pub fn policy_request(ctx: &RequestContext, request: &ChatRequest) -> PolicyRequest {
-    let principal = ctx.principal.as_ref();
-    let prompt_text = request.prompt_text();
-    PolicyRequest {
-        id: ctx.id.clone(),
-        user: principal.map(|p| p.user.clone()).unwrap_or_default(),
-        team: principal.and_then(|p| p.team.clone()),
-        tier: principal.and_then(|p| p.tier.clone()),
-        feature: ctx.feature.clone(),
-        model: request.model.clone(),
-        stream: request.stream,
-        max_tokens: request.max_tokens,
-        messages: request
-            .messages
-            .iter()
-            .map(|m| (m.role.as_str().to_string(), m.joined_text()))
-            .collect(),
-        est_input_tokens: crate::tokens::quick_estimate_input(request),
-        prompt_text,
-        metadata: request.metadata.clone(),
-        headers: ctx.headers.clone(),
-    }
 }

@@ -6,6 +6,9 @@
 use super::decision::PolicyRequest;
 use super::set::{HookFailure, PolicySet};
 use super::PolicyError;
+use crate::canonical::{ChatRequest, Message, Role};
+use crate::context::{Endpoint, Principal, RequestContext};
+use crate::error::Dialect;
 use std::collections::{BTreeMap, HashSet};
 
 /// Estimated tokens of the long sample request.
@@ -16,14 +19,13 @@ const LONG_SAMPLE_TOKENS: u64 = 30_000;
 pub fn sample_requests(models: &[String]) -> Vec<(String, PolicyRequest)> {
     let short = "What is the capital of France?".to_string();
     // About 4 bytes per token.
-    let long = "The quarterly report lists revenue, costs and risks by region. "
-        .repeat((LONG_SAMPLE_TOKENS as usize * 4) / 64 + 1);
+    let sentence = "The quarterly report lists revenue, costs and risks by region. ";
+    let long = sentence.repeat((LONG_SAMPLE_TOKENS as usize * 4) / sentence.len() + 1);
     let mut samples = Vec::new();
     let mut index = 0usize;
     for tier in ["free", "pro", "enterprise", ""] {
         for feature in ["chat", "batch", ""] {
-            for (size, text, tokens) in [("short", &short, 12), ("long", &long, LONG_SAMPLE_TOKENS)]
-            {
+            for (size, text) in [("short", &short), ("long", &long)] {
                 for stream in [true, false] {
                     let model = models
                         .get(index % models.len().max(1))
@@ -42,27 +44,28 @@ pub fn sample_requests(models: &[String]) -> Vec<(String, PolicyRequest)> {
                         if tier.is_empty() { "none" } else { tier },
                         if feature.is_empty() { "none" } else { feature },
                     );
-                    let req = PolicyRequest {
-                        id: format!("self-check-{index}"),
+                    let request = ChatRequest {
+                        model,
+                        messages: vec![
+                            Message::text(Role::System, "You are a helpful assistant."),
+                            Message::text(Role::User, text.clone()),
+                        ],
+                        stream,
+                        max_tokens: (index % 2 == 0).then_some(512),
+                        metadata,
+                        ..ChatRequest::default()
+                    };
+                    let mut ctx = RequestContext::new(Dialect::OpenAi, Endpoint::Chat);
+                    ctx.id = format!("self-check-{index}");
+                    ctx.headers = headers;
+                    ctx.resolve_feature(request.metadata.get("feature"));
+                    ctx.principal = Some(Principal {
+                        key_id: "self-check".to_string(),
                         user: "self-check".to_string(),
                         team: optional(if index % 2 == 0 { "support" } else { "" }),
                         tier: optional(tier),
-                        feature: optional(feature),
-                        model,
-                        stream,
-                        max_tokens: (index % 2 == 0).then_some(512),
-                        messages: vec![
-                            (
-                                "system".to_string(),
-                                "You are a helpful assistant.".to_string(),
-                            ),
-                            ("user".to_string(), text.clone()),
-                        ],
-                        prompt_text: format!("You are a helpful assistant.\n{text}"),
-                        est_input_tokens: tokens + 12,
-                        metadata,
-                        headers,
-                    };
+                    });
+                    let req = PolicyRequest::build(&ctx, &request);
                     samples.push((label, req));
                 }
             }

@@ -6,8 +6,10 @@ use super::engine::{PolicyEngine, DEFAULT_MAX_OPERATIONS};
 use super::host::HostInfo;
 use super::set::PolicySet;
 use super::PolicyError;
+use crate::context::{Endpoint, Principal, RequestContext};
+use crate::error::Dialect;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -82,118 +84,63 @@ fn invalid(message: impl Into<String>) -> PolicyError {
     }
 }
 
-/// Build the policy view of an OpenAI chat body.
+/// Build the policy view of a chat body in either dialect (OpenAI first, then Anthropic),
+/// parsed by the gateway's own dialect parsers and turned into the policy's `req` by the
+/// same [`PolicyRequest::build`] the gateway uses. A top-level `headers` object adds `x-*`
+/// headers; `user` stands in for the principal (else the body's `user`, else `cli`).
 pub fn request_from_json(
     body: &Value,
     user: Option<&str>,
     tier: Option<&str>,
     feature: Option<&str>,
 ) -> Result<PolicyRequest, PolicyError> {
-    let body = body
+    let mut body = body
         .as_object()
-        .ok_or_else(|| invalid("the request must be a JSON object"))?;
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("the request needs a string `model`"))?
-        .to_string();
-    let mut messages = Vec::new();
-    if let Some(system) = body.get("system") {
-        messages.push(("system".to_string(), content_text(system)));
-    }
-    match body.get("messages") {
-        Some(Value::Array(items)) => {
-            for item in items {
-                let role = item
-                    .get("role")
-                    .and_then(Value::as_str)
-                    .unwrap_or("user")
-                    .to_string();
-                let text = item.get("content").map(content_text).unwrap_or_default();
-                messages.push((role, text));
+        .ok_or_else(|| invalid("the request must be a JSON object"))?
+        .clone();
+    let header_values = body.remove("headers");
+    let bytes = serde_json::to_vec(&body).map_err(|e| invalid(e.to_string()))?;
+    let (dialect, request) = match crate::dialect::openai::parse_chat(&bytes) {
+        Ok(chat) => (Dialect::OpenAi, chat.request),
+        Err(openai_err) => match crate::dialect::anthropic::parse_messages(&bytes) {
+            Ok(request) => (Dialect::Anthropic, request),
+            Err(_) => {
+                return Err(invalid(format!(
+                    "not a valid chat request: {}",
+                    openai_err.message
+                )))
+            }
+        },
+    };
+    let mut ctx = RequestContext::new(dialect, Endpoint::Chat);
+    ctx.id = "policy-test".into();
+    ctx.requested_model = request.model.clone();
+    if let Some(Value::Object(values)) = header_values {
+        for (name, value) in values {
+            let name = name.to_ascii_lowercase();
+            if name.starts_with("x-") {
+                let value = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_string);
+                ctx.headers.insert(name, value);
             }
         }
-        Some(_) => return Err(invalid("`messages` must be an array")),
-        None => {}
     }
-    let texts: Vec<&str> = messages
-        .iter()
-        .map(|(_, text)| text.as_str())
-        .filter(|t| !t.is_empty())
-        .collect();
-    let prompt_text = texts.join("\n");
-    let est_input_tokens = crate::tokens::count(&prompt_text) + 3 * messages.len() as u64 + 3;
-    let metadata: BTreeMap<String, String> = body
-        .get("metadata")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut headers: BTreeMap<String, String> = body
-        .get("headers")
-        .and_then(Value::as_object)
-        .map(|h| {
-            h.iter()
-                .filter_map(|(k, v)| {
-                    let k = k.to_ascii_lowercase();
-                    (k.starts_with("x-"))
-                        .then(|| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     if let Some(feature) = feature {
-        headers.insert("x-switchyard-feature".into(), feature.to_string());
+        ctx.headers
+            .insert("x-switchyard-feature".into(), feature.to_string());
     }
-    let feature = headers
-        .get("x-switchyard-feature")
-        .or_else(|| metadata.get("feature"))
-        .cloned();
-    let max_tokens = body
-        .get("max_tokens")
-        .or_else(|| body.get("max_completion_tokens"))
-        .and_then(Value::as_u64)
-        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    let user = user
-        .map(str::to_string)
-        .or_else(|| body.get("user").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| "cli".to_string());
-    Ok(PolicyRequest {
-        id: "policy-test".into(),
-        user,
+    ctx.resolve_feature(request.metadata.get("feature"));
+    ctx.principal = Some(Principal {
+        key_id: "cli".into(),
+        user: user
+            .map(str::to_string)
+            .or_else(|| request.end_user.clone())
+            .unwrap_or_else(|| "cli".to_string()),
         team: None,
         tier: tier.map(str::to_string),
-        feature,
-        model,
-        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        max_tokens,
-        messages,
-        prompt_text,
-        est_input_tokens,
-        metadata,
-        headers,
-    })
-}
-
-/// Text of an OpenAI `content`: a string, or the `text` of its parts joined by newlines.
-fn content_text(content: &Value) -> String {
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
+    });
+    Ok(PolicyRequest::build(&ctx, &request))
 }
 
 #[cfg(test)]

@@ -349,14 +349,13 @@ fn test_without_a_route_hook_keeps_the_requested_model() {
 fn request_json_becomes_the_policy_view() {
     let request = json!({
         "model": "gpt-4o",
-        "system": "be brief",
         "messages": [
-            { "role": "user", "content": [{ "type": "text", "text": "a" }, { "type": "text", "text": "b" }] },
-            { "role": "assistant", "content": null }
+            { "role": "system", "content": "be brief" },
+            { "role": "user", "content": [{ "type": "text", "text": "a" }, { "type": "text", "text": "b" }] }
         ],
         "stream": true,
         "max_completion_tokens": 77,
-        "metadata": { "feature": "search", "n": 3 },
+        "metadata": { "feature": "search", "n": "3" },
         "headers": { "X-Trace": "t1", "authorization": "secret" },
         "user": "carol"
     });
@@ -376,6 +375,37 @@ fn request_json_becomes_the_policy_view() {
     assert_eq!(req.user, "carol");
     assert_eq!(req.tier.as_deref(), Some("pro"));
     assert!(req.est_input_tokens > 3);
+}
+
+#[test]
+fn an_anthropic_body_is_accepted_too() {
+    let request = json!({
+        "model": "claude-haiku",
+        "system": "be brief",
+        "max_tokens": 64,
+        "messages": [{ "role": "user", "content": "hi" }]
+    });
+    let req = request_from_json(&request, None, None, None).unwrap();
+    assert_eq!(req.prompt_text, "be brief\nhi");
+    assert_eq!(req.max_tokens, Some(64));
+}
+
+#[test]
+fn policy_test_and_the_gateway_see_the_same_token_estimate() {
+    // One builder, one estimate: the CLI once counted with tiktoken while the gateway used
+    // bytes / 4, so a threshold in a script could decide differently in `policy test`.
+    let text = "Summarise the attached incident report for the on-call engineer. ".repeat(300);
+    let request = json!({ "model": "gpt-4o", "messages": [{ "role": "user", "content": text }] });
+    let from_cli = request_from_json(&request, None, None, None).unwrap();
+    let chat = crate::dialect::openai::parse_chat(&serde_json::to_vec(&request).unwrap())
+        .unwrap()
+        .request;
+    let ctx = crate::context::RequestContext::new(
+        crate::error::Dialect::OpenAi,
+        crate::context::Endpoint::Chat,
+    );
+    let from_gateway = PolicyRequest::build(&ctx, &chat);
+    assert_eq!(from_cli.est_input_tokens, from_gateway.est_input_tokens);
 }
 
 #[test]

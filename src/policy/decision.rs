@@ -1,6 +1,7 @@
 //! What a hook sees ([`PolicyRequest`], as a Rhai map) and what `route` answers ([`Decision`]).
 
 use crate::canonical::ChatRequest;
+use crate::context::RequestContext;
 use rhai::{Array, Dynamic, Map, INT};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -13,6 +14,8 @@ use std::collections::BTreeMap;
 pub struct PolicyRequest {
     /// The gateway's request id.
     pub id: String,
+    /// `chat` or `embeddings`.
+    pub endpoint: &'static str,
     /// The principal's user name.
     pub user: String,
     /// The principal's team.
@@ -42,11 +45,18 @@ pub struct PolicyRequest {
 }
 
 impl PolicyRequest {
-    /// The model-facing part of a canonical request: `model`, `stream`, `max_tokens`,
-    /// `messages`, `prompt_text`, `metadata` and `feature` from `metadata.feature`. The caller
-    /// fills in `id`, the principal, `headers` (and the header's feature, which wins).
-    pub fn from_chat(req: &ChatRequest, est_input_tokens: u64) -> PolicyRequest {
+    /// The request as scripts see it: the one builder used by the live path, the self-check
+    /// and `switchyard policy test`, so all three decide alike. `est_input_tokens` is the
+    /// cheap byte-based estimate ([`crate::tokens::quick_estimate_input`]) everywhere.
+    pub fn build(ctx: &RequestContext, req: &ChatRequest) -> PolicyRequest {
+        let principal = ctx.principal.as_ref();
         PolicyRequest {
+            id: ctx.id.clone(),
+            endpoint: ctx.endpoint.as_str(),
+            user: principal.map(|p| p.user.clone()).unwrap_or_default(),
+            team: principal.and_then(|p| p.team.clone()),
+            tier: principal.and_then(|p| p.tier.clone()),
+            feature: ctx.feature.clone(),
             model: req.model.clone(),
             stream: req.stream,
             max_tokens: req.max_tokens,
@@ -56,10 +66,9 @@ impl PolicyRequest {
                 .map(|m| (m.role.as_str().to_string(), m.joined_text()))
                 .collect(),
             prompt_text: req.prompt_text(),
-            est_input_tokens,
-            feature: req.metadata.get("feature").cloned(),
+            est_input_tokens: crate::tokens::quick_estimate_input(req),
             metadata: req.metadata.clone(),
-            ..PolicyRequest::default()
+            headers: ctx.headers.clone(),
         }
     }
 
@@ -69,6 +78,7 @@ impl PolicyRequest {
         let text = |s: &str| Dynamic::from(s.to_string());
         let optional = |s: &Option<String>| text(s.as_deref().unwrap_or(""));
         map.insert("id".into(), text(&self.id));
+        map.insert("endpoint".into(), text(self.endpoint));
         map.insert("user".into(), text(&self.user));
         map.insert("team".into(), optional(&self.team));
         map.insert("tier".into(), optional(&self.tier));
@@ -287,6 +297,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "endpoint",
                 "est_input_tokens",
                 "feature",
                 "headers",
@@ -333,21 +344,32 @@ mod tests {
     }
 
     #[test]
-    fn from_chat_takes_feature_from_metadata() {
+    fn build_takes_the_context_and_the_request() {
         let mut chat = ChatRequest {
             model: "gpt-4o".into(),
             messages: vec![Message::text(Role::User, "hello")],
             ..ChatRequest::default()
         };
         chat.metadata.insert("feature".into(), "search".into());
-        let req = PolicyRequest::from_chat(&chat, 7);
+        let mut ctx = RequestContext::new(
+            crate::error::Dialect::OpenAi,
+            crate::context::Endpoint::Embeddings,
+        );
+        ctx.resolve_feature(chat.metadata.get("feature"));
+        let req = PolicyRequest::build(&ctx, &chat);
         assert_eq!(req.feature.as_deref(), Some("search"));
+        assert_eq!(req.endpoint, "embeddings");
         assert_eq!(
             req.messages,
             vec![("user".to_string(), "hello".to_string())]
         );
         assert_eq!(req.prompt_text, "hello");
-        assert_eq!(req.est_input_tokens, 7);
+        assert_eq!(
+            req.est_input_tokens,
+            crate::tokens::quick_estimate_input(&chat)
+        );
+        let map = req.to_dynamic().cast::<Map>();
+        assert_eq!(map["endpoint"].clone().into_string().unwrap(), "embeddings");
     }
 
     #[test]

@@ -116,18 +116,11 @@ impl From<PolicyError> for GatewayError {
     fn from(err: PolicyError) -> GatewayError {
         match err {
             PolicyError::Refused { status, message } => {
-                let code = match status {
-                    400 => ErrorCode::InvalidRequest,
-                    401 => ErrorCode::Unauthenticated,
-                    404 => ErrorCode::NotFound,
-                    413 => ErrorCode::PayloadTooLarge,
-                    429 => ErrorCode::RateLimited,
-                    503 => ErrorCode::Unavailable,
-                    500..=599 => ErrorCode::Internal,
-                    _ => ErrorCode::Forbidden,
-                };
+                let code = ErrorCode::for_status(status);
                 let mut gateway = GatewayError::new(ErrorSource::Policy, code, message);
-                gateway.status_override = Some(status);
+                if code.status() != status {
+                    gateway.status_override = Some(status);
+                }
                 gateway
             }
             _ => GatewayError::new(ErrorSource::Policy, ErrorCode::Internal, "policy error"),

@@ -78,7 +78,7 @@ impl PolicyOptions {
         PolicyOptions {
             max_operations: config.policy.max_operations,
             known_models: Some(config.models.iter().map(|m| m.name.clone()).collect()),
-            on_error_open: config.policy.on_error != "closed",
+            on_error_open: config.policy.on_error != crate::config::OnError::Closed,
         }
     }
 }

@@ -15,15 +15,21 @@
 use super::openai::parse_data_url;
 use super::sse::SseEvent;
 use super::{header_value, unparseable, StreamDecoder, Target, Wire, WireRequest};
+#[cfg(test)]
+use crate::canonical::Usage;
 use crate::canonical::{
     ChatRequest, ChatResponse, ContentPart, FinishReason, ImageSource, Message, ResponseFormat,
-    Role, StreamEvent, ToolCall, ToolChoice, Usage,
+    Role, StreamEvent, ToolCall, ToolChoice,
 };
 use crate::config::Secret;
 use crate::error::{ErrorCode, GatewayError};
+use crate::wire::anthropic::{
+    self as wire, parse_stop_reason as map_stop, Block, Message as WireMessage,
+    MessagesRequestBody, StreamFrame, ToolResultContent, Turn, Usage as WireUsage,
+};
 use http::HeaderName;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 const KIND: &str = "anthropic";
 
@@ -53,74 +59,6 @@ impl AnthropicWire {
 
 // ---------- request body ----------
 
-#[derive(Serialize)]
-struct MessagesBody<'a> {
-    model: &'a str,
-    max_tokens: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<String>,
-    messages: Vec<Turn<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_k: Option<u32>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    stop_sequences: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<Value>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    stream: bool,
-}
-
-#[derive(Serialize)]
-struct Turn<'a> {
-    role: &'static str,
-    content: Vec<Block<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Block<'a> {
-    Text {
-        text: &'a str,
-    },
-    Image {
-        source: ImageSrc<'a>,
-    },
-    ToolUse {
-        id: &'a str,
-        name: &'a str,
-        input: Value,
-    },
-    ToolResult {
-        tool_use_id: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        content: Option<ToolResultContent<'a>>,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        is_error: bool,
-    },
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ToolResultContent<'a> {
-    Text(String),
-    Blocks(Vec<Block<'a>>),
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ImageSrc<'a> {
-    Base64 { media_type: &'a str, data: &'a str },
-    Url { url: &'a str },
-}
-
 fn unsupported(field: &str) -> GatewayError {
     GatewayError::invalid(
         field,
@@ -130,7 +68,7 @@ fn unsupported(field: &str) -> GatewayError {
 
 fn image_block(source: &ImageSource, at: usize) -> Result<Block<'_>, GatewayError> {
     let source = match source {
-        ImageSource::Base64 { media_type, data } => ImageSrc::Base64 { media_type, data },
+        ImageSource::Base64 { media_type, data } => wire::ImageSource::Base64 { media_type, data },
         ImageSource::Url { url } if url.starts_with("data:") => {
             let (media_type, data) = parse_data_url(url).ok_or_else(|| {
                 GatewayError::invalid(
@@ -138,9 +76,9 @@ fn image_block(source: &ImageSource, at: usize) -> Result<Block<'_>, GatewayErro
                     "only base64 data: urls are supported for images",
                 )
             })?;
-            ImageSrc::Base64 { media_type, data }
+            wire::ImageSource::Base64 { media_type, data }
         }
-        ImageSource::Url { url } => ImageSrc::Url { url },
+        ImageSource::Url { url } => wire::ImageSource::Url { url },
     };
     Ok(Block::Image { source })
 }
@@ -151,7 +89,7 @@ fn content_blocks(message: &Message, at: usize) -> Result<Vec<Block<'_>>, Gatewa
     for part in &message.content {
         match part {
             ContentPart::Text { text } if text.is_empty() => {}
-            ContentPart::Text { text } => blocks.push(Block::Text { text }),
+            ContentPart::Text { text } => blocks.push(Block::Text { text: text.into() }),
             ContentPart::Image { source, .. } => blocks.push(image_block(source, at)?),
         }
     }
@@ -167,8 +105,8 @@ fn tool_use_block(call: &ToolCall, at: usize) -> Result<Block<'_>, GatewayError>
         ));
     }
     Ok(Block::ToolUse {
-        id: &call.id,
-        name: &call.name,
+        id: call.id.as_str().into(),
+        name: call.name.as_str().into(),
         input,
     })
 }
@@ -192,7 +130,7 @@ fn tool_result_block(message: &Message, at: usize) -> Result<Block<'_>, GatewayE
             .map(ToolResultContent::Text)
     };
     Ok(Block::ToolResult {
-        tool_use_id,
+        tool_use_id: tool_use_id.into(),
         content,
         is_error: message.is_error,
     })
@@ -270,81 +208,7 @@ fn refuse_unsupported(req: &ChatRequest) -> Result<(), GatewayError> {
     Ok(())
 }
 
-// ---------- response shapes ----------
-
-#[derive(Deserialize)]
-struct WireMessage {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    id: Option<String>,
-    model: Option<String>,
-    content: Option<Vec<ResponseBlock>>,
-    stop_reason: Option<String>,
-    usage: Option<WireUsage>,
-    error: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ResponseBlock {
-    Text {
-        text: String,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        #[serde(default)]
-        input: Value,
-    },
-    /// Thinking, server tool and future blocks carry nothing for the canonical answer.
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Deserialize, Default, Clone, Copy)]
-struct WireUsage {
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    cache_creation_input_tokens: Option<u64>,
-    cache_read_input_tokens: Option<u64>,
-}
-
-impl WireUsage {
-    /// Canonical input counts every input token, cached or not; `cached` is the cache reads.
-    fn canonical(&self) -> Usage {
-        let cached = self.cache_read_input_tokens.unwrap_or(0);
-        Usage {
-            input_tokens: self.input_tokens.unwrap_or(0)
-                + cached
-                + self.cache_creation_input_tokens.unwrap_or(0),
-            output_tokens: self.output_tokens.unwrap_or(0),
-            cached_input_tokens: cached,
-            estimated: false,
-        }
-    }
-
-    /// Later counts win field by field (`message_delta` over `message_start`).
-    fn update(&mut self, later: &WireUsage) {
-        self.input_tokens = later.input_tokens.or(self.input_tokens);
-        self.output_tokens = later.output_tokens.or(self.output_tokens);
-        self.cache_creation_input_tokens = later
-            .cache_creation_input_tokens
-            .or(self.cache_creation_input_tokens);
-        self.cache_read_input_tokens = later
-            .cache_read_input_tokens
-            .or(self.cache_read_input_tokens);
-    }
-}
-
-fn map_stop(reason: &str) -> FinishReason {
-    match reason {
-        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
-        "stop_sequence" => FinishReason::StopSequence,
-        "tool_use" => FinishReason::ToolCalls,
-        "refusal" => FinishReason::ContentFilter,
-        _ => FinishReason::Stop,
-    }
-}
+// ---------- answers ----------
 
 fn error_frame(error: Option<&Value>) -> GatewayError {
     let message = error
@@ -381,15 +245,13 @@ impl Wire for AnthropicWire {
         let tools = req
             .tools
             .iter()
-            .map(|tool| {
-                let mut spec = json!({"name": tool.name, "input_schema": tool.parameters});
-                if let (Some(description), Some(map)) = (&tool.description, spec.as_object_mut()) {
-                    map.insert("description".into(), Value::String(description.clone()));
-                }
-                spec
+            .map(|tool| wire::Tool {
+                name: &tool.name,
+                description: tool.description.as_deref(),
+                input_schema: &tool.parameters,
             })
             .collect();
-        let body = MessagesBody {
+        let body = MessagesRequestBody {
             model: target.upstream_id,
             max_tokens: target
                 .max_tokens(req.max_tokens)
@@ -423,7 +285,7 @@ impl Wire for AnthropicWire {
     }
 
     fn parse_chat(&self, body: &[u8]) -> Result<ChatResponse, GatewayError> {
-        let message: WireMessage =
+        let message: WireMessage<'_> =
             serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
         if message.kind.as_deref() == Some("error") || message.error.is_some() {
             return Err(error_frame(message.error.as_ref()));
@@ -435,25 +297,26 @@ impl Wire for AnthropicWire {
         let mut tool_calls = Vec::new();
         for block in blocks {
             match block {
-                ResponseBlock::Text { text: t } => text.push_str(&t),
-                ResponseBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
-                    id,
-                    name,
+                Block::Text { text: t } => text.push_str(&t),
+                Block::ToolUse { id, name, input } => tool_calls.push(ToolCall {
+                    id: id.into_owned(),
+                    name: name.into_owned(),
                     arguments: if input.is_null() {
                         "{}".into()
                     } else {
                         input.to_string()
                     },
                 }),
-                ResponseBlock::Other => {}
+                _ => {}
             }
         }
         Ok(ChatResponse {
             id: message
                 .id
+                .map(Cow::into_owned)
                 .filter(|id| !id.is_empty())
                 .unwrap_or_else(generated_id),
-            model: message.model.unwrap_or_default(),
+            model: message.model.map(Cow::into_owned).unwrap_or_default(),
             text,
             tool_calls,
             finish_reason: message
@@ -464,7 +327,7 @@ impl Wire for AnthropicWire {
             usage: message
                 .usage
                 .as_ref()
-                .map(WireUsage::canonical)
+                .map(WireUsage::to_canonical)
                 .unwrap_or_default(),
         })
     }
@@ -478,43 +341,6 @@ impl Wire for AnthropicWire {
 }
 
 // ---------- stream decoder ----------
-
-#[derive(Deserialize)]
-struct Frame {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    message: Option<WireMessageStart>,
-    index: Option<u64>,
-    content_block: Option<StartBlock>,
-    delta: Option<Delta>,
-    usage: Option<WireUsage>,
-    error: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct WireMessageStart {
-    id: Option<String>,
-    model: Option<String>,
-    usage: Option<WireUsage>,
-}
-
-#[derive(Deserialize)]
-struct StartBlock {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    id: Option<String>,
-    name: Option<String>,
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Delta {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    text: Option<String>,
-    partial_json: Option<String>,
-    stop_reason: Option<String>,
-}
 
 /// Decodes Messages stream events. Anthropic numbers content blocks (text and tool_use
 /// together); canonical tool-call indexes count tool_use blocks only.
@@ -555,7 +381,7 @@ impl StreamDecoder for AnthropicStream {
         if self.stopped || event.data.trim().is_empty() {
             return Ok(());
         }
-        let frame: Frame =
+        let frame: StreamFrame<'_> =
             serde_json::from_str(&event.data).map_err(|err| unparseable(KIND, err))?;
         let kind = frame.kind.as_deref().unwrap_or(event.event.as_str());
         match kind {
@@ -565,7 +391,7 @@ impl StreamDecoder for AnthropicStream {
                     self.usage.update(usage);
                 }
                 let (id, model) = message.map(|m| (m.id, m.model)).unwrap_or_default();
-                self.start(id, model, out);
+                self.start(id.map(Cow::into_owned), model.map(Cow::into_owned), out);
             }
             "content_block_start" => {
                 self.start(None, None, out);
@@ -579,13 +405,17 @@ impl StreamDecoder for AnthropicStream {
                             .push((frame.index.unwrap_or(u64::MAX), index));
                         out.push(StreamEvent::ToolCallStart {
                             index,
-                            id: block.id.unwrap_or_else(|| format!("toolu_{index}")),
-                            name: block.name.unwrap_or_default(),
+                            id: block
+                                .id
+                                .map_or_else(|| format!("toolu_{index}"), Cow::into_owned),
+                            name: block.name.map(Cow::into_owned).unwrap_or_default(),
                         });
                     }
                     Some("text") => {
                         if let Some(text) = block.text.filter(|t| !t.is_empty()) {
-                            out.push(StreamEvent::TextDelta { text });
+                            out.push(StreamEvent::TextDelta {
+                                text: text.into_owned(),
+                            });
                         }
                     }
                     _ => {}
@@ -599,11 +429,13 @@ impl StreamDecoder for AnthropicStream {
                 match delta.kind.as_deref() {
                     Some("text_delta") => {
                         if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
-                            out.push(StreamEvent::TextDelta { text });
+                            out.push(StreamEvent::TextDelta {
+                                text: text.into_owned(),
+                            });
                         }
                     }
                     Some("input_json_delta") => {
-                        let arguments = delta.partial_json.unwrap_or_default();
+                        let arguments = delta.partial_json.map(Cow::into_owned).unwrap_or_default();
                         if let (Some(index), false) =
                             (self.tool_index(frame.index), arguments.is_empty())
                         {
@@ -626,7 +458,7 @@ impl StreamDecoder for AnthropicStream {
                         .unwrap_or(FinishReason::Stop),
                 });
                 out.push(StreamEvent::Usage {
-                    usage: self.usage.canonical(),
+                    usage: self.usage.to_canonical(),
                 });
             }
             "message_stop" => self.stopped = true,

@@ -20,8 +20,13 @@ use crate::canonical::{
 };
 use crate::config::Secret;
 use crate::error::{ErrorCode, GatewayError};
-use serde::{Deserialize, Serialize};
+use crate::wire::openai::{
+    self as wire, parse_finish_reason as map_finish, ChatCompletion, ChatCompletionChunk,
+    ChatRequestBody, EmbeddingList, EmbeddingsRequestBody, FunctionSpec, ImageUrl, RequestContent,
+    RequestMessage, RequestPart,
+};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 const KIND: &str = "openai";
 
@@ -48,74 +53,6 @@ impl OpenAiWire {
 }
 
 // ---------- request body ----------
-
-#[derive(Serialize)]
-struct ChatBody<'a> {
-    model: &'a str,
-    messages: Vec<WireMessage<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parallel_tool_calls: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    stop: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seed: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    presence_penalty: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    frequency_penalty: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<Value>,
-}
-
-#[derive(Serialize)]
-struct WireMessage<'a> {
-    role: &'static str,
-    /// `null` only for an assistant turn that holds nothing but tool calls.
-    content: Option<WireContent<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_call_id: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum WireContent<'a> {
-    Text(String),
-    Parts(Vec<WirePart<'a>>),
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum WirePart<'a> {
-    Text { text: &'a str },
-    ImageUrl { image_url: ImageUrl<'a> },
-}
-
-#[derive(Serialize)]
-struct ImageUrl<'a> {
-    url: std::borrow::Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
-}
 
 /// Split a base64 `data:` URL into its media type and payload (`None` for anything else).
 pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
@@ -150,16 +87,16 @@ fn text_only(message: &Message, at: usize) -> Result<String, GatewayError> {
     Ok(message.joined_text())
 }
 
-fn user_content(message: &Message) -> WireContent<'_> {
+fn user_content(message: &Message) -> RequestContent<'_> {
     if let [ContentPart::Text { text }] = message.content.as_slice() {
-        return WireContent::Text(text.clone());
+        return RequestContent::Text(text.clone());
     }
     let parts = message
         .content
         .iter()
         .map(|part| match part {
-            ContentPart::Text { text } => WirePart::Text { text },
-            ContentPart::Image { source, detail } => WirePart::ImageUrl {
+            ContentPart::Text { text } => RequestPart::Text { text },
+            ContentPart::Image { source, detail } => RequestPart::ImageUrl {
                 image_url: ImageUrl {
                     url: match source {
                         ImageSource::Url { url } => url.as_str().into(),
@@ -172,11 +109,11 @@ fn user_content(message: &Message) -> WireContent<'_> {
             },
         })
         .collect();
-    WireContent::Parts(parts)
+    RequestContent::Parts(parts)
 }
 
-fn wire_message(message: &Message, at: usize) -> Result<WireMessage<'_>, GatewayError> {
-    let mut out = WireMessage {
+fn wire_message(message: &Message, at: usize) -> Result<RequestMessage<'_>, GatewayError> {
+    let mut out = RequestMessage {
         role: message.role.as_str(),
         content: None,
         name: message.name.as_deref(),
@@ -184,28 +121,22 @@ fn wire_message(message: &Message, at: usize) -> Result<WireMessage<'_>, Gateway
         tool_call_id: None,
     };
     match message.role {
-        Role::System => out.content = Some(WireContent::Text(text_only(message, at)?)),
+        Role::System => out.content = Some(RequestContent::Text(text_only(message, at)?)),
         Role::User => out.content = Some(user_content(message)),
         Role::Assistant => {
             let text = text_only(message, at)?;
             if !text.is_empty() || message.tool_calls.is_empty() {
-                out.content = Some(WireContent::Text(text));
+                out.content = Some(RequestContent::Text(text));
             }
             out.tool_calls = message
                 .tool_calls
                 .iter()
-                .map(|call| {
-                    json!({
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments},
-                    })
-                })
+                .map(|call| wire::ToolCall::complete(&call.id, &call.name, &call.arguments))
                 .collect();
         }
         Role::Tool => {
             // OpenAI has no error flag for tool results; the text carries the failure.
-            out.content = Some(WireContent::Text(text_only(message, at)?));
+            out.content = Some(RequestContent::Text(text_only(message, at)?));
             out.name = None;
             out.tool_call_id = Some(message.tool_call_id.as_deref().ok_or_else(|| {
                 GatewayError::invalid(
@@ -245,102 +176,7 @@ fn response_format(format: &ResponseFormat) -> Value {
     }
 }
 
-// ---------- response shapes (lenient: every field optional) ----------
-
-#[derive(Deserialize)]
-struct WireResponse {
-    id: Option<String>,
-    model: Option<String>,
-    choices: Option<Vec<WireChoice>>,
-    usage: Option<WireUsage>,
-    error: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct WireChoice {
-    index: Option<u32>,
-    message: Option<WireDelta>,
-    delta: Option<WireDelta>,
-    finish_reason: Option<String>,
-}
-
-/// A full message (`choices[].message`) or a stream delta (`choices[].delta`).
-#[derive(Deserialize)]
-struct WireDelta {
-    content: Option<Value>,
-    refusal: Option<String>,
-    tool_calls: Option<Vec<WireToolCall>>,
-}
-
-#[derive(Deserialize)]
-struct WireToolCall {
-    index: Option<u32>,
-    id: Option<String>,
-    function: Option<WireFunction>,
-}
-
-#[derive(Deserialize)]
-struct WireFunction {
-    name: Option<String>,
-    /// JSON text per the spec; some compatible servers send an object instead.
-    arguments: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct WireUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    prompt_tokens_details: Option<CachedDetails>,
-}
-
-#[derive(Deserialize)]
-struct CachedDetails {
-    cached_tokens: Option<u64>,
-}
-
-impl WireUsage {
-    fn canonical(&self) -> Usage {
-        Usage {
-            input_tokens: self.prompt_tokens.unwrap_or(0),
-            output_tokens: self.completion_tokens.unwrap_or(0),
-            cached_input_tokens: self
-                .prompt_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            estimated: false,
-        }
-    }
-}
-
-/// Text of a `content` that is a string or (some compatible servers) an array of text parts.
-fn content_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
-    }
-}
-
-fn arguments_text(arguments: Option<&Value>) -> String {
-    match arguments {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn map_finish(reason: &str) -> FinishReason {
-    match reason {
-        "length" => FinishReason::Length,
-        "tool_calls" | "function_call" => FinishReason::ToolCalls,
-        "content_filter" => FinishReason::ContentFilter,
-        _ => FinishReason::Stop,
-    }
-}
+// ---------- answers ----------
 
 /// The upstream error inside a 200 body or a stream frame.
 fn error_frame(error: &Value) -> GatewayError {
@@ -385,17 +221,16 @@ impl Wire for OpenAiWire {
         let tools = req
             .tools
             .iter()
-            .map(|tool| {
-                let mut function = json!({"name": tool.name, "parameters": tool.parameters});
-                if let (Some(description), Some(map)) =
-                    (&tool.description, function.as_object_mut())
-                {
-                    map.insert("description".into(), Value::String(description.clone()));
-                }
-                json!({"type": "function", "function": function})
+            .map(|tool| wire::Tool {
+                kind: "function",
+                function: FunctionSpec {
+                    name: &tool.name,
+                    description: tool.description.as_deref(),
+                    parameters: &tool.parameters,
+                },
             })
             .collect();
-        let body = ChatBody {
+        let body = ChatRequestBody {
             model: target.upstream_id,
             messages,
             tools,
@@ -423,7 +258,7 @@ impl Wire for OpenAiWire {
     }
 
     fn parse_chat(&self, body: &[u8]) -> Result<ChatResponse, GatewayError> {
-        let response: WireResponse =
+        let response: ChatCompletion<'_> =
             serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
         if let Some(error) = &response.error {
             return Err(error_frame(error));
@@ -434,9 +269,15 @@ impl Wire for OpenAiWire {
             .and_then(|choices| choices.iter().find(|c| c.index.unwrap_or(0) == 0))
             .ok_or_else(|| unparseable(KIND, "the response has no choices"))?;
         let message = choice.message.as_ref();
-        let mut text = content_text(message.and_then(|m| m.content.as_ref()));
+        let mut text = message
+            .and_then(|m| m.content.as_ref())
+            .map(wire::Content::text)
+            .unwrap_or_default();
         if text.is_empty() {
-            text = message.and_then(|m| m.refusal.clone()).unwrap_or_default();
+            text = message
+                .and_then(|m| m.refusal.as_deref())
+                .map(str::to_string)
+                .unwrap_or_default();
         }
         let tool_calls: Vec<ToolCall> = message
             .and_then(|m| m.tool_calls.as_deref())
@@ -444,15 +285,12 @@ impl Wire for OpenAiWire {
             .iter()
             .enumerate()
             .map(|(i, call)| ToolCall {
-                id: call.id.clone().unwrap_or_else(|| format!("call_{i}")),
-                name: call
-                    .function
-                    .as_ref()
-                    .and_then(|f| f.name.clone())
-                    .unwrap_or_default(),
-                arguments: arguments_text(
-                    call.function.as_ref().and_then(|f| f.arguments.as_ref()),
-                ),
+                id: call
+                    .id
+                    .as_deref()
+                    .map_or_else(|| format!("call_{i}"), str::to_string),
+                name: call.name().unwrap_or_default().to_string(),
+                arguments: call.arguments(),
             })
             .collect();
         let finish_reason = match choice.finish_reason.as_deref() {
@@ -463,16 +301,18 @@ impl Wire for OpenAiWire {
         Ok(ChatResponse {
             id: response
                 .id
+                .map(Cow::into_owned)
                 .filter(|id| !id.is_empty())
                 .unwrap_or_else(generated_id),
-            model: response.model.unwrap_or_default(),
+            model: response.model.map(Cow::into_owned).unwrap_or_default(),
             text,
             tool_calls,
             finish_reason,
             usage: response
                 .usage
+                .flatten()
                 .as_ref()
-                .map(WireUsage::canonical)
+                .map(wire::Usage::to_canonical)
                 .unwrap_or_default(),
         })
     }
@@ -489,45 +329,33 @@ impl Wire for OpenAiWire {
         req: &EmbeddingsRequest,
         upstream_model: &str,
     ) -> Result<WireRequest, GatewayError> {
-        let mut body =
-            json!({"model": upstream_model, "input": req.input, "encoding_format": "float"});
-        if let Some(map) = body.as_object_mut() {
-            if let Some(dimensions) = req.dimensions {
-                map.insert("dimensions".into(), json!(dimensions));
-            }
-            if let Some(user) = &req.end_user {
-                map.insert("user".into(), json!(user));
-            }
-        }
+        let body = EmbeddingsRequestBody {
+            model: upstream_model,
+            input: &req.input,
+            encoding_format: "float",
+            dimensions: req.dimensions,
+            user: req.end_user.as_deref(),
+        };
+        let body = serde_json::to_vec(&body)
+            .map_err(|err| GatewayError::internal(format!("cannot encode body: {err}")))?;
         Ok(WireRequest {
             path: "/embeddings".into(),
             headers: self.auth_headers()?,
-            body: body.to_string().into_bytes(),
+            body,
         })
     }
 
     fn parse_embeddings(&self, body: &[u8]) -> Result<EmbeddingsResponse, GatewayError> {
-        #[derive(Deserialize)]
-        struct Embeddings {
-            data: Vec<Embedding>,
-            model: Option<String>,
-            usage: Option<WireUsage>,
-        }
-        #[derive(Deserialize)]
-        struct Embedding {
-            embedding: Vec<f32>,
-            index: Option<usize>,
-        }
-        let mut response: Embeddings =
+        let mut response: EmbeddingList<'_, Vec<f32>> =
             serde_json::from_slice(body).map_err(|err| unparseable(KIND, err))?;
         response.data.sort_by_key(|e| e.index.unwrap_or(usize::MAX));
         Ok(EmbeddingsResponse {
-            model: response.model.unwrap_or_default(),
+            model: response.model.map(Cow::into_owned).unwrap_or_default(),
             vectors: response.data.into_iter().map(|e| e.embedding).collect(),
             usage: response
                 .usage
                 .as_ref()
-                .map(WireUsage::canonical)
+                .map(wire::Usage::to_canonical)
                 .unwrap_or_default(),
         })
     }
@@ -558,17 +386,8 @@ struct OpenAiStream {
     tools: Vec<ToolState>,
 }
 
-#[derive(Deserialize)]
-struct WireChunk {
-    id: Option<String>,
-    model: Option<String>,
-    choices: Option<Vec<WireChoice>>,
-    usage: Option<WireUsage>,
-    error: Option<Value>,
-}
-
 impl OpenAiStream {
-    fn start(&mut self, chunk: &WireChunk, out: &mut Vec<StreamEvent>) {
+    fn start(&mut self, chunk: &ChatCompletionChunk<'_>, out: &mut Vec<StreamEvent>) {
         if self.started {
             return;
         }
@@ -576,18 +395,18 @@ impl OpenAiStream {
         out.push(StreamEvent::Start {
             id: chunk
                 .id
-                .clone()
+                .as_deref()
                 .filter(|id| !id.is_empty())
-                .unwrap_or_else(generated_id),
+                .map_or_else(generated_id, str::to_string),
             model: chunk
                 .model
-                .clone()
+                .as_deref()
                 .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| self.model.clone()),
+                .map_or_else(|| self.model.clone(), str::to_string),
         });
     }
 
-    fn tool_delta(&mut self, call: &WireToolCall, out: &mut Vec<StreamEvent>) {
+    fn tool_delta(&mut self, call: &wire::ToolCall<'_>, out: &mut Vec<StreamEvent>) {
         let upstream_index = call.index.unwrap_or(0);
         let position = match self
             .tools
@@ -606,19 +425,13 @@ impl OpenAiStream {
         let Some(state) = self.tools.get_mut(position) else {
             return;
         };
-        if let Some(id) = call.id.as_ref().filter(|id| !id.is_empty()) {
-            state.id.get_or_insert_with(|| id.clone());
+        if let Some(id) = call.id.as_deref().filter(|id| !id.is_empty()) {
+            state.id.get_or_insert_with(|| id.to_string());
         }
-        if let Some(name) = call
-            .function
-            .as_ref()
-            .and_then(|f| f.name.as_ref())
-            .filter(|n| !n.is_empty())
-        {
-            state.name.get_or_insert_with(|| name.clone());
+        if let Some(name) = call.name().filter(|n| !n.is_empty()) {
+            state.name.get_or_insert_with(|| name.to_string());
         }
-        let arguments = arguments_text(call.function.as_ref().and_then(|f| f.arguments.as_ref()));
-        state.pending_arguments.push_str(&arguments);
+        state.pending_arguments.push_str(&call.arguments());
         if state.name.is_some() {
             Self::flush_tool(state, position, out);
         }
@@ -671,12 +484,13 @@ impl StreamDecoder for OpenAiStream {
             self.emit_usage(out);
             return Ok(());
         }
-        let chunk: WireChunk = serde_json::from_str(data).map_err(|err| unparseable(KIND, err))?;
+        let chunk: ChatCompletionChunk<'_> =
+            serde_json::from_str(data).map_err(|err| unparseable(KIND, err))?;
         if let Some(error) = &chunk.error {
             return Err(error_frame(error));
         }
-        if let Some(usage) = &chunk.usage {
-            self.usage = Some(usage.canonical());
+        if let Some(Some(usage)) = &chunk.usage {
+            self.usage = Some(usage.to_canonical());
         }
         let choices = chunk.choices.as_deref().unwrap_or_default();
         // Azure sends a leading chunk with no id and no choices (prompt filter results).
@@ -686,7 +500,11 @@ impl StreamDecoder for OpenAiStream {
         self.start(&chunk, out);
         for choice in choices.iter().filter(|c| c.index.unwrap_or(0) == 0) {
             if let Some(delta) = &choice.delta {
-                let text = content_text(delta.content.as_ref());
+                let text = delta
+                    .content
+                    .as_ref()
+                    .map(wire::Content::text)
+                    .unwrap_or_default();
                 if !text.is_empty() {
                     out.push(StreamEvent::TextDelta { text });
                 }

@@ -245,7 +245,8 @@ async fn read_body(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8
     if declared > cap as u64 {
         return Err(BodyError::TooLarge);
     }
-    let mut body = Vec::with_capacity((declared as usize).min(cap));
+    // Reserve what is declared, up to 1 MiB: a declared length is a claim, not bytes.
+    let mut body = Vec::with_capacity((declared as usize).min(cap).min(1024 * 1024));
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
         if chunk.len() > cap - body.len() {
             return Err(BodyError::TooLarge);

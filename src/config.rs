@@ -119,6 +119,15 @@ pub struct ProviderConfig {
     pub timeout_ms: u64,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Largest non-streaming response body accepted from this provider (default 32 MiB).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Deadline for a whole streamed answer, from the request on (default: none).
+    #[serde(default)]
+    pub stream_timeout_ms: Option<u64>,
+    /// Longest gap between two events of a stream (default: `timeout_ms`).
+    #[serde(default)]
+    pub stream_idle_ms: Option<u64>,
     /// Anthropic's `anthropic-version` header.
     pub anthropic_version: Option<String>,
     /// Settings of an in-process `mock` provider.
@@ -132,6 +141,10 @@ fn default_timeout_ms() -> u64 {
 
 fn default_connect_timeout_ms() -> u64 {
     5_000
+}
+
+fn default_max_response_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 
 /// Behaviour of the mock provider (in-process or `switchyard mock-provider`).

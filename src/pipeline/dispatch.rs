@@ -76,7 +76,7 @@ impl<'a> Dispatcher<'a> {
     ) -> Result<(ChatResponse, Route), GatewayError> {
         let timeout = plan.timeout;
         self.try_chain(plan, attempts, |route: &Route| {
-            let call = route.provider.chat(req, route.model.upstream_id());
+            let call = route.provider.chat(req, route.model.upstream_id(), None);
             let name = route.provider_name.clone();
             async move { within(timeout, call, &name).await }
         })

@@ -3,11 +3,12 @@
 //! The watcher watches the directory, not the files, so editors that save by writing a
 //! temporary file and renaming it over the old one are seen (the rename names the `.rhai`
 //! target). Events on other files are ignored, except Kubernetes' `..data` symlink swap of
-//! mounted ConfigMaps. A burst of events (one editor save is several) becomes one reload
+//! mounted ConfigMaps and the [`ALLOW_HOOK_REMOVAL`] marker (creating it after a refused
+//! removal applies the removal). A burst of events (one editor save is several) becomes one reload
 //! once the directory has been quiet for the debounce interval.
 
 use super::set::is_policy_file_name;
-use super::store::PolicyStore;
+use super::store::{PolicyStore, ALLOW_HOOK_REMOVAL};
 use super::PolicyError;
 use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -84,7 +85,7 @@ fn watch_error(dir: &std::path::Path, err: notify::Error) -> PolicyError {
 }
 
 /// Whether an event may change the policy: a write, create, remove or rename of a `.rhai`
-/// file (or of `..data`), or a rescan request.
+/// file (or of `..data` or [`ALLOW_HOOK_REMOVAL`]), or a rescan request.
 fn is_relevant(event: &Event) -> bool {
     let kind_matters = match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
@@ -101,7 +102,9 @@ fn is_relevant(event: &Event) -> bool {
     event.paths.iter().any(|path| {
         path.file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|name| is_policy_file_name(name) || name == "..data")
+            .is_some_and(|name| {
+                is_policy_file_name(name) || name == "..data" || name == ALLOW_HOOK_REMOVAL
+            })
     })
 }
 

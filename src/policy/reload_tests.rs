@@ -170,3 +170,56 @@ async fn sighup_reloads_the_policy() {
     assert_eq!(chain(&store), ["h"]);
     task.abort();
 }
+
+/// Poll until the store counts `failed` failed reloads (up to 2 s).
+fn wait_for_failures(store: &PolicyStore, failed: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if store.status_json()["reloads_failed"].as_u64() >= Some(failed) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn watcher_keeps_the_policy_when_its_file_is_deleted_until_removal_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let _watch = watch(store.clone(), Duration::from_millis(50)).unwrap();
+    std::fs::remove_file(dir.path().join("routing.rhai")).unwrap();
+    assert!(wait_for_failures(&store, 1), "the deletion was not refused");
+    assert_eq!(store.snapshot().version(), 1);
+    assert_eq!(chain(&store), ["a"]);
+    // Creating the marker after the fact applies the removal.
+    std::fs::write(
+        dir.path().join(crate::policy::store::ALLOW_HOOK_REMOVAL),
+        "",
+    )
+    .unwrap();
+    assert!(wait_for_version(&store, 2), "no reload after the marker");
+    assert!(!store.snapshot().has_route());
+}
+
+#[cfg(unix)]
+#[test]
+fn watcher_refuses_a_policy_file_swapped_for_a_dangling_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let _watch = watch(store.clone(), Duration::from_millis(50)).unwrap();
+    let link = dir.path().join("routing.rhai");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("nowhere.rhai"), &link).unwrap();
+    // The removal and the new link may be seen in one reload or two; wait for the link's.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while store.status_json()["last_error"]["file"] != link.display().to_string() {
+        assert!(
+            Instant::now() < deadline,
+            "the dangling symlink was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(store.snapshot().version(), 1);
+    assert_eq!(chain(&store), ["a"]);
+}

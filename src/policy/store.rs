@@ -1,8 +1,14 @@
 //! [`PolicyStore`]: the policy in force, swapped atomically on a successful reload.
+//!
+//! Policy files that vanish fail closed: a `.rhai` entry that is a dangling symlink, a
+//! directory or a symlink to one is a load error naming its path, and a reload that would
+//! remove a hook in force (a deleted `routing.rhai` whose `route` blocked requests) keeps
+//! the old policy and reports the error, unless the directory holds a file named
+//! [`ALLOW_HOOK_REMOVAL`], the operator's statement that hooks are removed on purpose.
 
 use super::engine::{PolicyEngine, DEFAULT_MAX_OPERATIONS};
 use super::host::HostInfo;
-use super::set::{read_sources, PolicySet};
+use super::set::{is_policy_file_name, read_sources, PolicySet};
 use super::PolicyError;
 use crate::config::Config;
 use arc_swap::ArcSwap;
@@ -12,6 +18,37 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The file whose presence in the policy directory lets a reload remove hooks in force
+/// (delete `.rhai` files or empty the directory on purpose); without it such a reload keeps
+/// the old policy and reports an error.
+pub const ALLOW_HOOK_REMOVAL: &str = "ALLOW_HOOK_REMOVAL";
+
+/// Every `.rhai` entry of `dir` must be a regular file (or a symlink to one): a dangling
+/// symlink, a directory or a symlink to a directory is an error naming the path, never a
+/// file silently skipped.
+fn check_entries(dir: &Path) -> Result<(), PolicyError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| PolicyError::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| PolicyError::io(dir, e))?;
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(is_policy_file_name) {
+            continue;
+        }
+        let path = entry.path();
+        let problem = match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => continue,
+            Ok(meta) if meta.is_dir() => "is a directory, not a policy file".to_string(),
+            Ok(_) => "is not a regular file".to_string(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                "is a dangling symlink (its target does not exist)".to_string()
+            }
+            Err(err) => format!("cannot be read: {err}"),
+        };
+        return Err(PolicyError::io(&path, std::io::Error::other(problem)));
+    }
+    Ok(())
+}
 
 /// How policies are loaded and run.
 #[derive(Debug, Clone)]
@@ -122,6 +159,7 @@ impl PolicyStore {
         let engine = PolicyEngine::new(host, options.max_operations);
         let set = match dir {
             Some(dir) => {
+                check_entries(dir)?;
                 let set = PolicySet::compile_dir(&engine, dir, 1)?;
                 set.self_check(options.known_models.as_ref())?;
                 tracing::info!(
@@ -219,8 +257,10 @@ impl PolicyStore {
         }
     }
 
-    /// The next set, or `None` when the files did not change.
+    /// The next set, or `None` when the files did not change. A set that lacks a hook of
+    /// `current` is refused unless [`ALLOW_HOOK_REMOVAL`] is present.
     fn build(&self, dir: &Path, current: &PolicySet) -> Result<Option<PolicySet>, PolicyError> {
+        check_entries(dir)?;
         let sources = read_sources(dir)?;
         let unchanged = current.version() > 0
             && sources.len() == current.files().len()
@@ -233,6 +273,35 @@ impl PolicyStore {
         }
         let set = PolicySet::compile(&self.engine, sources, current.version() + 1)?;
         set.self_check(self.options.known_models.as_ref())?;
+        let kept = set.hook_names();
+        let lost: Vec<&str> = current
+            .hook_names()
+            .into_iter()
+            .filter(|hook| !kept.contains(hook))
+            .collect();
+        if !lost.is_empty() && !hook_removal_allowed(dir) {
+            let gone: Vec<&str> = current
+                .files()
+                .iter()
+                .map(|f| f.name.as_str())
+                .filter(|name| set.files().iter().all(|f| f.name != *name))
+                .collect();
+            return Err(PolicyError::SelfCheck {
+                file: if gone.is_empty() {
+                    dir.display().to_string()
+                } else {
+                    gone.join(", ")
+                },
+                line: 0,
+                column: 0,
+                message: format!(
+                    "the new policy would remove hook(s) in force: {}; the old policy stays \
+                     (to remove hooks on purpose, create a file named {ALLOW_HOOK_REMOVAL} in \
+                     the policy directory)",
+                    lost.join(", ")
+                ),
+            });
+        }
         Ok(Some(set))
     }
 
@@ -256,8 +325,14 @@ impl PolicyStore {
             "reloads_failed": self.reloads_failed.load(Ordering::Relaxed),
             "hook_errors": self.hook_errors.load(Ordering::Relaxed),
             "on_error": if self.options.on_error_open { "open" } else { "closed" },
+            "hook_removal_allowed": self.dir.as_deref().is_some_and(hook_removal_allowed),
         })
     }
+}
+
+/// Whether the operator has allowed reloads to remove hooks ([`ALLOW_HOOK_REMOVAL`]).
+fn hook_removal_allowed(dir: &Path) -> bool {
+    dir.join(ALLOW_HOOK_REMOVAL).exists()
 }
 
 #[cfg(test)]

@@ -193,3 +193,115 @@ max_operations = 1000
     assert_eq!(options.max_operations, 1000);
     assert!(options.known_models.unwrap().contains("gpt-4o-mini"));
 }
+
+fn load(dir: &Path) -> Arc<PolicyStore> {
+    PolicyStore::load(Some(dir), PolicyOptions::default(), host()).unwrap()
+}
+
+#[test]
+fn a_reload_that_would_remove_a_hook_in_force_keeps_the_old_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "routing.rhai", r#"fn route(req) { "a" }"#);
+    write(dir.path(), "redact.rhai", "fn redact(text) { text }");
+    let store = load(dir.path());
+    std::fs::remove_file(dir.path().join("routing.rhai")).unwrap();
+    let err = store.reload().unwrap_err();
+    assert!(matches!(err, PolicyError::SelfCheck { .. }), "{err}");
+    assert_eq!(store.snapshot().version(), 1);
+    assert_eq!(chain(&store), ["a"]);
+    let status = store.status_json();
+    assert_eq!(status["last_error"]["file"], "routing.rhai");
+    let message = status["last_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("would remove hook(s) in force: route"),
+        "{message}"
+    );
+    assert!(message.contains(ALLOW_HOOK_REMOVAL), "{message}");
+    // Editing a file so that it no longer defines the hook is refused the same way.
+    write(dir.path(), "routing.rhai", "fn helper() { 1 }");
+    assert!(store.reload().is_err());
+    assert_eq!(chain(&store), ["a"]);
+}
+
+#[test]
+fn an_emptied_directory_removes_the_hooks_when_the_marker_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "routing.rhai", r#"fn route(req) { "a" }"#);
+    let store = load(dir.path());
+    std::fs::remove_file(dir.path().join("routing.rhai")).unwrap();
+    assert!(store.reload().is_err());
+    write(dir.path(), ALLOW_HOOK_REMOVAL, "");
+    assert_eq!(store.reload().unwrap(), 2);
+    assert!(!store.snapshot().has_route());
+    assert_eq!(store.status_json()["last_error"], serde_json::Value::Null);
+    assert_eq!(store.status_json()["hook_removal_allowed"], true);
+}
+
+#[test]
+fn adding_a_hook_needs_no_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = load(dir.path());
+    write(dir.path(), "routing.rhai", r#"fn route(req) { "a" }"#);
+    assert_eq!(store.reload().unwrap(), 2);
+    assert_eq!(chain(&store), ["a"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_dangling_symlink_is_a_load_error_naming_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("routing.rhai");
+    std::os::unix::fs::symlink(dir.path().join("gone.rhai.orig"), &link).unwrap();
+    let err = PolicyStore::load(Some(dir.path()), PolicyOptions::default(), host())
+        .err()
+        .unwrap();
+    assert!(matches!(err, PolicyError::Io { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&link.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("dangling symlink"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_policy_file_replaced_by_a_dangling_symlink_keeps_the_old_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "routing.rhai", r#"fn route(req) { "a" }"#);
+    let store = load(dir.path());
+    let link = dir.path().join("routing.rhai");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("missing"), &link).unwrap();
+    // Even with the marker: a dangling link is an error, not a removal.
+    write(dir.path(), ALLOW_HOOK_REMOVAL, "");
+    let err = store.reload().unwrap_err();
+    assert!(err.to_string().contains("dangling symlink"), "{err}");
+    assert_eq!(chain(&store), ["a"]);
+    assert_eq!(
+        store.status_json()["last_error"]["file"],
+        link.display().to_string()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_to_a_directory_is_a_load_error_naming_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "routing.rhai", r#"fn route(req) { "a" }"#);
+    let store = load(dir.path());
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let link = dir.path().join("limits.rhai");
+    std::os::unix::fs::symlink(&sub, &link).unwrap();
+    let err = store.reload().unwrap_err();
+    assert!(
+        err.to_string().contains(&link.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is a directory"), "{err}");
+    assert_eq!(chain(&store), ["a"]);
+    let err = PolicyStore::load(Some(dir.path()), PolicyOptions::default(), host())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("is a directory"), "{err}");
+}

@@ -6,14 +6,15 @@
 //! - Anthropic requires strictly alternating turns, so tool results become `tool_result`
 //!   blocks in a user turn, and consecutive same-role turns (tool results followed by the
 //!   user's next words, two user messages in a row …) are merged into one;
-//! - `max_tokens` is required by Anthropic: `req.max_tokens` or [`DEFAULT_MAX_TOKENS`];
+//! - `max_tokens` is required by Anthropic: `req.max_tokens` capped by the model's
+//!   `max_output_tokens`, else that limit, else [`DEFAULT_MAX_TOKENS`];
 //! - fields Anthropic cannot honour are refused with a 400 naming them: `response_format`
 //!   (JSON modes), `seed`, and non-zero `presence_penalty` / `frequency_penalty` (a zero
 //!   penalty is the default, a no-op, and is accepted).
 
 use super::openai::parse_data_url;
 use super::sse::SseEvent;
-use super::{header_value, unparseable, StreamDecoder, Wire, WireRequest};
+use super::{header_value, unparseable, StreamDecoder, Target, Wire, WireRequest};
 #[cfg(test)]
 use crate::canonical::Usage;
 use crate::canonical::{
@@ -35,7 +36,8 @@ const KIND: &str = "anthropic";
 /// The `anthropic-version` sent when the provider config names none.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
 
-/// The `max_tokens` sent when the request names none (Anthropic requires one).
+/// The `max_tokens` sent when neither the request nor the model's `max_output_tokens` names
+/// one (Anthropic requires one).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// Translation between canonical types and the Anthropic Messages wire format.
@@ -235,7 +237,7 @@ impl Wire for AnthropicWire {
     fn chat_request(
         &self,
         req: &ChatRequest,
-        upstream_model: &str,
+        target: &Target<'_>,
         stream: bool,
     ) -> Result<WireRequest, GatewayError> {
         refuse_unsupported(req)?;
@@ -250,8 +252,10 @@ impl Wire for AnthropicWire {
             })
             .collect();
         let body = MessagesRequestBody {
-            model: upstream_model,
-            max_tokens: req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            model: target.upstream_id,
+            max_tokens: target
+                .max_tokens(req.max_tokens)
+                .unwrap_or(DEFAULT_MAX_TOKENS),
             system,
             messages,
             tools,

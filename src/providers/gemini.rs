@@ -22,7 +22,7 @@
 
 use super::openai::parse_data_url;
 use super::sse::SseEvent;
-use super::{header_value, unparseable, StreamDecoder, Wire, WireRequest};
+use super::{header_value, unparseable, StreamDecoder, Target, Wire, WireRequest};
 use crate::canonical::{
     ChatRequest, ChatResponse, ContentPart, EmbeddingsRequest, EmbeddingsResponse, FinishReason,
     ImageSource, Message, ResponseFormat, Role, StreamEvent, ToolCall, ToolChoice, Usage,
@@ -288,7 +288,10 @@ fn tool_config(choice: &ToolChoice) -> Value {
     json!({ "functionCallingConfig": config })
 }
 
-fn generation_config(req: &ChatRequest) -> Result<GenerationConfig<'_>, GatewayError> {
+fn generation_config(
+    req: &ChatRequest,
+    max_output_tokens: Option<u32>,
+) -> Result<GenerationConfig<'_>, GatewayError> {
     let seed = req
         .seed
         .map(|seed| {
@@ -306,7 +309,7 @@ fn generation_config(req: &ChatRequest) -> Result<GenerationConfig<'_>, GatewayE
         temperature: req.temperature,
         top_p: req.top_p,
         top_k: req.top_k,
-        max_output_tokens: req.max_tokens,
+        max_output_tokens,
         stop_sequences: &req.stop,
         seed,
         presence_penalty: req.presence_penalty,
@@ -470,7 +473,7 @@ impl Wire for GeminiWire {
     fn chat_request(
         &self,
         req: &ChatRequest,
-        upstream_model: &str,
+        target: &Target<'_>,
         stream: bool,
     ) -> Result<WireRequest, GatewayError> {
         let (system_instruction, contents) = contents(req)?;
@@ -499,11 +502,11 @@ impl Wire for GeminiWire {
                 vec![json!({ "functionDeclarations": declarations })]
             },
             tool_config: req.tool_choice.as_ref().map(tool_config),
-            generation_config: generation_config(req)?,
+            generation_config: generation_config(req, target.max_tokens(req.max_tokens))?,
         };
         let body = serde_json::to_vec(&body)
             .map_err(|err| GatewayError::internal(format!("cannot encode body: {err}")))?;
-        let model = model_path(upstream_model);
+        let model = model_path(target.upstream_id);
         let path = if stream {
             format!("/models/{model}:streamGenerateContent?alt=sse")
         } else {

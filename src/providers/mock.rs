@@ -17,7 +17,7 @@
 //!
 //! Tokens are whitespace-separated words; `max_tokens` caps the output words (finish `Length`).
 
-use super::{EventStream, Provider};
+use super::{headers_timeout_error, EventStream, Provider};
 use crate::canonical::{
     ChatRequest, ChatResponse, ContentPart, EmbeddingsRequest, EmbeddingsResponse, FinishReason,
     Message, Role, StreamEvent, ToolCall, ToolChoice, Usage,
@@ -354,6 +354,7 @@ async fn faults(settings: &MockSettings, fail: bool) -> Result<(), GatewayError>
 
 /// Answers in-process with generated text.
 pub struct MockProvider {
+    name: Arc<str>,
     settings: Arc<MockSettings>,
     next_id: AtomicU64,
 }
@@ -362,9 +363,16 @@ impl MockProvider {
     /// A mock with these settings.
     pub fn new(settings: MockSettings) -> Self {
         MockProvider {
+            name: "mock".into(),
             settings: Arc::new(settings),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The provider name used in error messages (the `[[providers]]` name).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
     }
 
     fn response_id(&self) -> String {
@@ -442,6 +450,7 @@ impl Provider for MockProvider {
         &self,
         req: &ChatRequest,
         upstream_model: &str,
+        headers_deadline: Option<Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
         let settings = self.settings.clone();
         let fail = roll_error(settings.error_rate);
@@ -451,8 +460,14 @@ impl Provider for MockProvider {
         );
         let id = self.response_id();
         let model = upstream_model.to_string();
+        let name = self.name.clone();
         Box::pin(async move {
-            faults(&settings, fail).await?;
+            match headers_deadline {
+                Some(limit) => tokio::time::timeout(limit, faults(&settings, fail))
+                    .await
+                    .map_err(|_| headers_timeout_error(&name, limit))??,
+                None => faults(&settings, fail).await?,
+            }
             Ok(ChatResponse {
                 id,
                 model,
@@ -672,7 +687,7 @@ mod tests {
     async fn provider_chat_answers() {
         let provider = MockProvider::new(settings());
         let req = request(vec![Message::text(Role::User, "hi")]);
-        let response = provider.chat(&req, "up").await.unwrap();
+        let response = provider.chat(&req, "up", None).await.unwrap();
         assert_eq!(response.model, "up");
         assert!(response.text.starts_with("mock answer from up:"));
         assert_eq!(response.usage.output_tokens, 16);
@@ -754,7 +769,7 @@ mod tests {
             ..settings()
         });
         let req = request(vec![Message::text(Role::User, "hi")]);
-        let err = provider.chat(&req, "up").await.unwrap_err();
+        let err = provider.chat(&req, "up", None).await.unwrap_err();
         assert_eq!(err.upstream_status, Some(429));
         assert_eq!(err.retry_after, Some(Duration::from_secs(1)));
         assert!(err.retryable());
@@ -776,11 +791,62 @@ mod tests {
             ..settings()
         });
         let req = request(vec![Message::text(Role::User, "hi")]);
-        let waited = tokio::time::timeout(Duration::from_secs(30), provider.chat(&req, "up")).await;
+        let waited =
+            tokio::time::timeout(Duration::from_secs(30), provider.chat(&req, "up", None)).await;
         assert!(waited.is_err());
         let waited =
             tokio::time::timeout(Duration::from_secs(30), provider.chat_stream(&req, "up")).await;
         assert!(waited.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chat_fails_with_a_timeout_when_latency_exceeds_the_headers_deadline() {
+        let provider = MockProvider::new(MockSettings {
+            latency_ms: 5_000,
+            ..settings()
+        })
+        .named("slow");
+        let req = request(vec![Message::text(Role::User, "hi")]);
+        let started = tokio::time::Instant::now();
+        let err = provider
+            .chat(&req, "up", Some(Duration::from_millis(300)))
+            .await
+            .unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(err.code, crate::error::ErrorCode::Timeout);
+        assert!(err.retryable());
+        assert_eq!(
+            err.message,
+            "provider `slow` sent no response headers within 300 ms"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chat_of_a_hanging_mock_ends_at_the_headers_deadline() {
+        let provider = MockProvider::new(MockSettings {
+            hang: true,
+            ..settings()
+        });
+        let req = request(vec![Message::text(Role::User, "hi")]);
+        let err = provider
+            .chat(&req, "up", Some(Duration::from_millis(800)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, crate::error::ErrorCode::Timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chat_within_the_headers_deadline_answers() {
+        let provider = MockProvider::new(MockSettings {
+            latency_ms: 100,
+            ..settings()
+        });
+        let req = request(vec![Message::text(Role::User, "hi")]);
+        let response = provider
+            .chat(&req, "up", Some(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        assert_eq!(response.model, "up");
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,9 +7,12 @@
 
 pub mod anthropic;
 pub mod gemini;
+mod http_provider;
 pub mod mock;
 pub mod openai;
 pub mod sse;
+
+pub use http_provider::{HttpLimits, HttpProvider, MAX_ERROR_BODY_BYTES};
 
 use crate::canonical::{
     ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent,
@@ -17,23 +20,30 @@ use crate::canonical::{
 use crate::config::{Config, ModelConfig, ProviderConfig, Secret};
 use crate::error::{ErrorCode, GatewayError};
 use futures_util::future::BoxFuture;
-use futures_util::stream::{BoxStream, StreamExt};
+
 use http::{HeaderMap, HeaderName, HeaderValue};
-use sse::{SseEvent, SseParser};
+use sse::SseEvent;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A stream of canonical events from a provider.
-pub type EventStream = BoxStream<'static, Result<StreamEvent, GatewayError>>;
+pub type EventStream = futures_util::stream::BoxStream<'static, Result<StreamEvent, GatewayError>>;
 
 /// Something that answers canonical chat requests.
 pub trait Provider: Send + Sync + 'static {
     /// Answer `req` with the model `upstream_model`, all at once.
+    ///
+    /// `headers_deadline` bounds the time until the upstream's response headers (for the
+    /// in-process mock: its latency or hang before answering); past it the call fails with a
+    /// retryable [`ErrorCode::Timeout`] ([`headers_timeout_error`]). `None` leaves only the
+    /// provider's own `timeout_ms`. This is how a route's `first_token_ms` applies to a
+    /// non-streaming request.
     fn chat(
         &self,
         req: &ChatRequest,
         upstream_model: &str,
+        headers_deadline: Option<Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>>;
 
     /// Answer as a stream. The future resolves once the provider has accepted the request
@@ -50,6 +60,40 @@ pub trait Provider: Send + Sync + 'static {
         req: &EmbeddingsRequest,
         upstream_model: &str,
     ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>>;
+}
+
+/// The model a wire adapter calls: the id sent upstream and its output limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The model id sent upstream.
+    pub upstream_id: &'a str,
+    /// The model's `max_output_tokens` from `[[models]]`, if set.
+    pub max_output_tokens: Option<u32>,
+}
+
+impl<'a> Target<'a> {
+    /// A target with no output limit.
+    pub fn new(upstream_id: &'a str) -> Self {
+        Target {
+            upstream_id,
+            max_output_tokens: None,
+        }
+    }
+
+    /// The same target with the model's output limit.
+    pub fn with_max_output_tokens(mut self, limit: Option<u32>) -> Self {
+        self.max_output_tokens = limit;
+        self
+    }
+
+    /// The `max_tokens` to send for a request asking `requested`: capped by the model's
+    /// limit, or that limit when the request names none (`None` when neither does).
+    pub fn max_tokens(&self, requested: Option<u32>) -> Option<u32> {
+        match (requested, self.max_output_tokens) {
+            (Some(asked), Some(limit)) => Some(asked.min(limit)),
+            (asked, limit) => asked.or(limit),
+        }
+    }
 }
 
 /// An upstream HTTP request built by a wire adapter.
@@ -79,11 +123,14 @@ pub trait Wire: Send + Sync + 'static {
     /// The provider kind, for messages (`openai`, `anthropic` …).
     fn kind(&self) -> &'static str;
 
-    /// Build the chat call. A field this provider cannot honour is a 400 naming it.
+    /// Build the chat call for `target`. A field this provider cannot honour is a 400
+    /// naming it. `max_tokens` is the request's, capped by the target's
+    /// `max_output_tokens`, or that limit when the request names none
+    /// ([`Target::max_tokens`]).
     fn chat_request(
         &self,
         req: &ChatRequest,
-        upstream_model: &str,
+        target: &Target<'_>,
         stream: bool,
     ) -> Result<WireRequest, GatewayError>;
 
@@ -181,252 +228,24 @@ pub fn error_message_from_json(body: &[u8]) -> String {
     text.chars().take(500).collect()
 }
 
-/// Runs a [`Wire`] adapter over HTTP.
-pub struct HttpProvider<W: Wire> {
-    name: Arc<str>,
-    base_url: String,
-    timeout: Duration,
-    client: reqwest::Client,
-    wire: Arc<W>,
-    /// Parsed upstream URLs by path: parsing (with IDNA) on every request costs microseconds.
-    urls: std::sync::RwLock<HashMap<String, reqwest::Url>>,
-}
-
-/// Distinct paths remembered per provider (Gemini's include the model name).
-const MAX_CACHED_URLS: usize = 1024;
-
-impl<W: Wire> HttpProvider<W> {
-    /// A provider named `name` at `base_url` (no trailing slash needed).
-    pub fn new(
-        name: &str,
-        base_url: &str,
-        timeout: Duration,
-        client: reqwest::Client,
-        wire: W,
-    ) -> Self {
-        HttpProvider {
-            name: name.into(),
-            base_url: base_url.trim_end_matches('/').to_string(),
-            timeout,
-            client,
-            wire: Arc::new(wire),
-            urls: std::sync::RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// Send a built request and parse the whole answer with `parse`.
-    fn whole<T: Send + 'static>(
-        &self,
-        wire_req: Result<WireRequest, GatewayError>,
-        parse: fn(&W, &[u8]) -> Result<T, GatewayError>,
-    ) -> BoxFuture<'static, Result<T, GatewayError>> {
-        let wire_req = match wire_req {
-            Ok(r) => r,
-            Err(err) => return Box::pin(async move { Err(err) }),
-        };
-        let send = self.send(wire_req);
-        let (wire, name, timeout) = (self.wire.clone(), self.name.clone(), self.timeout);
-        Box::pin(async move {
-            let response = send.await?;
-            let body = tokio::time::timeout(timeout, response.bytes())
-                .await
-                .map_err(|_| timeout_error(&name, timeout))?
-                .map_err(|err| transport_error(&name, err))?;
-            parse(&wire, &body)
-        })
-    }
-
-    fn url(&self, path: &str) -> Result<reqwest::Url, GatewayError> {
-        if let Some(url) = self
-            .urls
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(path)
-        {
-            return Ok(url.clone());
-        }
-        let url = reqwest::Url::parse(&format!("{}{}", self.base_url, path)).map_err(|err| {
-            GatewayError::internal(format!(
-                "provider `{}` has an invalid url: {err}",
-                self.name
-            ))
-        })?;
-        let mut urls = self.urls.write().unwrap_or_else(|e| e.into_inner());
-        if urls.len() < MAX_CACHED_URLS {
-            urls.insert(path.to_string(), url.clone());
-        }
-        Ok(url)
-    }
-
-    fn send(
-        &self,
-        wire_req: WireRequest,
-    ) -> impl std::future::Future<Output = Result<reqwest::Response, GatewayError>> + Send + 'static
-    {
-        let url = self.url(&wire_req.path);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        for (k, v) in wire_req.headers {
-            headers.insert(k, v);
-        }
-        let builder = url.map(|url| self.client.post(url).headers(headers).body(wire_req.body));
-        let name = self.name.clone();
-        let wire = self.wire.clone();
-        let timeout = self.timeout;
-        async move {
-            let builder = builder?;
-            let response = tokio::time::timeout(timeout, builder.send())
-                .await
-                .map_err(|_| timeout_error(&name, timeout))?
-                .map_err(|err| transport_error(&name, err))?;
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            let status = response.status().as_u16();
-            let retry_after = parse_retry_after(response.headers());
-            let body = tokio::time::timeout(timeout, response.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            Err(status_error(
-                &name,
-                status,
-                &wire.error_message(&body),
-                retry_after,
-            ))
-        }
-    }
-}
-
-impl<W: Wire> Provider for HttpProvider<W> {
-    fn chat(
-        &self,
-        req: &ChatRequest,
-        upstream_model: &str,
-    ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
-        self.whole(
-            self.wire.chat_request(req, upstream_model, false),
-            W::parse_chat,
-        )
-    }
-
-    fn chat_stream(
-        &self,
-        req: &ChatRequest,
-        upstream_model: &str,
-    ) -> BoxFuture<'static, Result<EventStream, GatewayError>> {
-        let wire_req = match self.wire.chat_request(req, upstream_model, true) {
-            Ok(r) => r,
-            Err(err) => return Box::pin(async move { Err(err) }),
-        };
-        let send = self.send(wire_req);
-        let decoder = self.wire.stream_decoder(upstream_model);
-        let name = self.name.clone();
-        let idle = self.timeout;
-        Box::pin(async move {
-            let response = send.await?;
-            Ok(decode_sse(name, response.bytes_stream(), decoder, idle))
-        })
-    }
-
-    fn embed(
-        &self,
-        req: &EmbeddingsRequest,
-        upstream_model: &str,
-    ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
-        self.whole(
-            self.wire.embeddings_request(req, upstream_model),
-            W::parse_embeddings,
-        )
-    }
-}
-
-/// Turn an upstream byte stream into canonical events, chunk by chunk. Dropping the
-/// returned stream drops the upstream response, which closes its connection (cancel).
-fn decode_sse<S>(
-    name: Arc<str>,
-    bytes: S,
-    decoder: Box<dyn StreamDecoder>,
-    idle: Duration,
-) -> EventStream
-where
-    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
-{
-    struct State {
-        bytes: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-        parser: SseParser,
-        decoder: Box<dyn StreamDecoder>,
-        name: Arc<str>,
-        done: bool,
-    }
-    let state = State {
-        bytes: bytes.boxed(),
-        parser: SseParser::new(),
-        decoder,
-        name,
-        done: false,
-    };
-    futures_util::stream::unfold(state, move |mut st| async move {
-        if st.done {
-            return None;
-        }
-        loop {
-            let mut sse = Vec::new();
-            let mut failure = None;
-            let mut ended = false;
-            match tokio::time::timeout(idle, st.bytes.next()).await {
-                Err(_) => failure = Some(timeout_error(&st.name, idle)),
-                Ok(Some(Err(err))) => failure = Some(transport_error(&st.name, err)),
-                Ok(Some(Ok(chunk))) => {
-                    if let Err(msg) = st.parser.push(&chunk, &mut sse) {
-                        failure = Some(GatewayError::upstream(ErrorCode::BadGateway, msg));
-                    }
-                }
-                Ok(None) => {
-                    st.parser.finish(&mut sse);
-                    ended = true;
-                }
-            }
-            let mut out = Vec::new();
-            if failure.is_none() {
-                for ev in &sse {
-                    if let Err(err) = st.decoder.decode(ev, &mut out) {
-                        failure = Some(err);
-                        break;
-                    }
-                }
-            }
-            if failure.is_none() && ended {
-                if let Err(err) = st.decoder.finish(&mut out) {
-                    failure = Some(err);
-                }
-            }
-            let mut items: Vec<Result<StreamEvent, GatewayError>> =
-                out.into_iter().map(Ok).collect();
-            if let Some(err) = failure {
-                items.push(Err(err));
-                st.done = true;
-            }
-            st.done |= ended;
-            if !items.is_empty() || st.done {
-                return Some((futures_util::stream::iter(items), st));
-            }
-        }
-    })
-    .flatten()
-    .boxed()
-}
-
 /// 504: the provider took longer than allowed.
 pub fn timeout_error(provider: &str, after: Duration) -> GatewayError {
     GatewayError::upstream(
         ErrorCode::Timeout,
         format!(
             "provider `{provider}` did not answer within {} ms",
+            after.as_millis()
+        ),
+    )
+}
+
+/// 504: the provider sent no response headers within the caller's headers deadline (a
+/// non-streaming request's first-token deadline).
+pub fn headers_timeout_error(provider: &str, after: Duration) -> GatewayError {
+    GatewayError::upstream(
+        ErrorCode::Timeout,
+        format!(
+            "provider `{provider}` sent no response headers within {} ms",
             after.as_millis()
         ),
     )
@@ -439,7 +258,9 @@ pub fn transport_error(provider: &str, err: reqwest::Error) -> GatewayError {
     } else {
         ErrorCode::BadGateway
     };
-    let what = if err.is_connect() {
+    let what = if err.is_connect() && err.is_timeout() {
+        "timed out connecting to"
+    } else if err.is_connect() {
         "cannot connect to"
     } else if err.is_timeout() {
         "timed out talking to"
@@ -461,6 +282,12 @@ pub fn status_error(
         429 => (
             ErrorCode::RateLimited,
             format!("provider `{provider}` is rate limiting: {message}"),
+        ),
+        300..=399 => (
+            ErrorCode::BadGateway,
+            format!(
+                "provider `{provider}` answered with a redirect ({status}), which is not followed"
+            ),
         ),
         401 | 403 => (
             ErrorCode::BadGateway,
@@ -522,12 +349,22 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Build every provider (one shared pooled HTTP client) and index models by name.
+    /// Build every provider and index models by name. Providers share one pooled HTTP
+    /// client per distinct `connect_timeout_ms`.
     pub fn from_config(config: &Config) -> Result<Registry, GatewayError> {
-        let client = http_client()?;
+        let mut clients: HashMap<u64, reqwest::Client> = HashMap::new();
         let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
         for p in &config.providers {
-            providers.insert(p.name.as_str(), build_provider(p, client.clone())?);
+            let client = match clients.get(&p.connect_timeout_ms) {
+                Some(client) => client.clone(),
+                None => {
+                    let client = http_client(Duration::from_millis(p.connect_timeout_ms))?;
+                    clients.insert(p.connect_timeout_ms, client.clone());
+                    client
+                }
+            };
+            let limits = output_limits(config, &p.name);
+            providers.insert(p.name.as_str(), build_provider(p, client, limits)?);
         }
         let mut routes = HashMap::new();
         let mut model_names = Vec::new();
@@ -570,13 +407,16 @@ impl Registry {
     }
 }
 
-/// The pooled upstream client: rustls, TCP_NODELAY, keep-alive.
-pub fn http_client() -> Result<reqwest::Client, GatewayError> {
+/// A pooled upstream client: rustls, TCP_NODELAY, keep-alive, `connect_timeout` for each
+/// new connection (TCP and TLS handshakes), and no redirects followed: a redirect would send
+/// the provider key and the prompt to whatever host it names, so a 3xx is an error instead.
+pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, GatewayError> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|err| GatewayError::internal(format!("cannot build http client: {err}")))
 }
@@ -590,45 +430,68 @@ fn api_key(p: &ProviderConfig) -> Secret<String> {
     )
 }
 
-/// The registry line per provider kind.
+/// The `max_output_tokens` of the models `provider` serves, by upstream id (when two models
+/// share an upstream id, the smaller limit applies).
+fn output_limits(config: &Config, provider: &str) -> HashMap<String, u32> {
+    let mut limits: HashMap<String, u32> = HashMap::new();
+    for m in config.models.iter().filter(|m| m.provider == provider) {
+        if let Some(limit) = m.max_output_tokens {
+            limits
+                .entry(m.upstream_id().to_string())
+                .and_modify(|l| *l = (*l).min(limit))
+                .or_insert(limit);
+        }
+    }
+    limits
+}
+
+/// The registry line per provider kind. `output_limits` caps `max_tokens` per upstream
+/// model id.
 pub fn build_provider(
     p: &ProviderConfig,
     client: reqwest::Client,
+    output_limits: HashMap<String, u32>,
 ) -> Result<Arc<dyn Provider>, GatewayError> {
-    let timeout = Duration::from_millis(p.timeout_ms);
+    let limits = HttpLimits::from_config(p);
     let key = api_key(p);
     let base = |default: &str| p.base_url.clone().unwrap_or_else(|| default.to_string());
     let provider: Arc<dyn Provider> = match p.kind.as_str() {
-        "openai" | "openai-compatible" => Arc::new(HttpProvider::new(
-            &p.name,
-            &base("https://api.openai.com/v1"),
-            timeout,
-            client,
-            openai::OpenAiWire::new(key),
-        )),
-        "anthropic" => Arc::new(HttpProvider::new(
-            &p.name,
-            &base("https://api.anthropic.com/v1"),
-            timeout,
-            client,
-            anthropic::AnthropicWire::new(key, p.anthropic_version.clone()),
-        )),
-        "gemini" => Arc::new(HttpProvider::new(
-            &p.name,
-            &base("https://generativelanguage.googleapis.com/v1beta"),
-            timeout,
-            client,
-            gemini::GeminiWire::new(key),
-        )),
-        "mock" => match &p.base_url {
-            Some(url) => Arc::new(HttpProvider::new(
+        "openai" | "openai-compatible" => Arc::new(
+            HttpProvider::new(
                 &p.name,
-                url,
-                timeout,
+                &base("https://api.openai.com/v1"),
+                limits,
                 client,
                 openai::OpenAiWire::new(key),
-            )),
-            None => Arc::new(mock::MockProvider::new(p.mock.clone())),
+            )
+            .with_output_limits(output_limits),
+        ),
+        "anthropic" => Arc::new(
+            HttpProvider::new(
+                &p.name,
+                &base("https://api.anthropic.com/v1"),
+                limits,
+                client,
+                anthropic::AnthropicWire::new(key, p.anthropic_version.clone()),
+            )
+            .with_output_limits(output_limits),
+        ),
+        "gemini" => Arc::new(
+            HttpProvider::new(
+                &p.name,
+                &base("https://generativelanguage.googleapis.com/v1beta"),
+                limits,
+                client,
+                gemini::GeminiWire::new(key),
+            )
+            .with_output_limits(output_limits),
+        ),
+        "mock" => match &p.base_url {
+            Some(url) => Arc::new(
+                HttpProvider::new(&p.name, url, limits, client, openai::OpenAiWire::new(key))
+                    .with_output_limits(output_limits),
+            ),
+            None => Arc::new(mock::MockProvider::new(p.mock.clone()).named(&p.name)),
         },
         other => {
             return Err(GatewayError::internal(format!(

@@ -13,7 +13,7 @@
 //! estimate themselves.
 
 use super::sse::SseEvent;
-use super::{header_value, unparseable, StreamDecoder, Wire, WireRequest};
+use super::{header_value, unparseable, StreamDecoder, Target, Wire, WireRequest};
 use crate::canonical::{
     ChatRequest, ChatResponse, ContentPart, EmbeddingsRequest, EmbeddingsResponse, FinishReason,
     ImageSource, Message, ResponseFormat, Role, StreamEvent, ToolCall, ToolChoice, Usage,
@@ -203,7 +203,7 @@ impl Wire for OpenAiWire {
     fn chat_request(
         &self,
         req: &ChatRequest,
-        upstream_model: &str,
+        target: &Target<'_>,
         stream: bool,
     ) -> Result<WireRequest, GatewayError> {
         if req.top_k.is_some() {
@@ -231,7 +231,7 @@ impl Wire for OpenAiWire {
             })
             .collect();
         let body = ChatRequestBody {
-            model: upstream_model,
+            model: target.upstream_id,
             messages,
             tools,
             tool_choice: req.tool_choice.as_ref().map(tool_choice),
@@ -239,7 +239,7 @@ impl Wire for OpenAiWire {
             response_format: req.response_format.as_ref().map(response_format),
             temperature: req.temperature,
             top_p: req.top_p,
-            max_tokens: req.max_tokens,
+            max_tokens: target.max_tokens(req.max_tokens),
             stop: &req.stop,
             seed: req.seed,
             presence_penalty: req.presence_penalty,

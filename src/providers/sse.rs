@@ -2,6 +2,8 @@
 //!
 //! Bytes arrive in arbitrary pieces; [`SseParser::push`] returns every event completed by
 //! them. Handles `\n`, `\r\n` and `\r` line ends, multi-line `data:`, comments and `event:`.
+//! One event (its unfinished line, `event:` and `data:` so far) may hold at most
+//! [`MAX_EVENT_BYTES`]: an upstream that never ends an event cannot grow memory without end.
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -22,8 +24,10 @@ pub struct SseParser {
     skip_lf: bool,
 }
 
-/// The most an unfinished line may hold before the stream is refused (guards memory).
-const MAX_LINE: usize = 16 * 1024 * 1024;
+/// The most one event may hold (its pending line, name and data) before the stream is
+/// refused. Text and tool-call deltas are a few hundred bytes; 4 MiB leaves room for an
+/// inline image in one Gemini chunk.
+pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 impl SseParser {
     /// A parser at the start of a stream.
@@ -47,8 +51,8 @@ impl SseParser {
                     self.line(&line, out);
                 }
                 _ => {
-                    if self.buf.len() >= MAX_LINE {
-                        return Err("upstream stream line too long".into());
+                    if self.buf.len() + self.data.len() + self.event.len() >= MAX_EVENT_BYTES {
+                        return Err(format!("stream event larger than {MAX_EVENT_BYTES} bytes"));
                     }
                     self.buf.push(b);
                 }
@@ -109,7 +113,7 @@ impl SseParser {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -148,6 +152,48 @@ mod tests {
     fn flushes_an_unterminated_last_event() {
         let events = parse_all(&[b"data: [DONE]"]);
         assert_eq!(events[0].data, "[DONE]");
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_refused_at_the_cap() {
+        let mut parser = SseParser::new();
+        let mut out = Vec::new();
+        let line = format!("data: {}\n", "x".repeat(1000));
+        let mut refused = None;
+        for sent in 0..(2 * MAX_EVENT_BYTES / line.len()) {
+            if let Err(msg) = parser.push(line.as_bytes(), &mut out) {
+                refused = Some((sent, msg));
+                break;
+            }
+        }
+        let (sent, msg) = refused.expect("an endless event was never refused");
+        assert!(sent <= MAX_EVENT_BYTES / 1000 + 1, "{sent} lines held");
+        assert_eq!(
+            msg,
+            format!("stream event larger than {MAX_EVENT_BYTES} bytes")
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_unterminated_line_is_refused_at_the_cap() {
+        let mut parser = SseParser::new();
+        let mut out = Vec::new();
+        let chunk = vec![b'x'; 64 * 1024];
+        let refused = (0..(2 * MAX_EVENT_BYTES / chunk.len()))
+            .any(|_| parser.push(&chunk, &mut out).is_err());
+        assert!(refused);
+    }
+
+    #[test]
+    fn many_events_below_the_cap_pass() {
+        let mut parser = SseParser::new();
+        let mut out = Vec::new();
+        let event = format!("data: {}\n\n", "x".repeat(1000));
+        for _ in 0..(2 * MAX_EVENT_BYTES / event.len()) {
+            parser.push(event.as_bytes(), &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 2 * MAX_EVENT_BYTES / event.len());
     }
 
     proptest! {

@@ -9,7 +9,7 @@ fn wire() -> AnthropicWire {
 
 fn body_of(req: &ChatRequest) -> Value {
     let wire_req = wire()
-        .chat_request(req, "claude-3-5-haiku-20241022", false)
+        .chat_request(req, &Target::new("claude-3-5-haiku-20241022"), false)
         .unwrap();
     serde_json::from_slice(&wire_req.body).unwrap()
 }
@@ -141,7 +141,7 @@ fn request_translates_system_turns_tools_and_sampling() {
 #[test]
 fn headers_carry_key_and_version_and_the_body_never_the_key() {
     let req = wire()
-        .chat_request(&agent_request(), "claude", true)
+        .chat_request(&agent_request(), &Target::new("claude"), true)
         .unwrap();
     assert_eq!(req.path, "/messages");
     let header = |name: &str| {
@@ -161,7 +161,7 @@ fn headers_carry_key_and_version_and_the_body_never_the_key() {
 
     let custom = AnthropicWire::new(Secret::new(KEY.into()), Some("2024-10-22".into()));
     let req = custom
-        .chat_request(&agent_request(), "claude", false)
+        .chat_request(&agent_request(), &Target::new("claude"), false)
         .unwrap();
     assert!(req
         .headers
@@ -269,7 +269,9 @@ fn unsupported_fields_are_refused_by_name() {
         ),
     ];
     for (field, req) in cases {
-        let err = wire().chat_request(&req, "claude", false).unwrap_err();
+        let err = wire()
+            .chat_request(&req, &Target::new("claude"), false)
+            .unwrap_err();
         assert_eq!(err.status(), 400, "{field}");
         assert_eq!(err.param.as_deref(), Some(field));
         assert!(
@@ -285,18 +287,24 @@ fn unsupported_fields_are_refused_by_name() {
         frequency_penalty: Some(0.0),
         ..agent_request()
     };
-    assert!(wire().chat_request(&harmless, "claude", false).is_ok());
+    assert!(wire()
+        .chat_request(&harmless, &Target::new("claude"), false)
+        .is_ok());
 }
 
 #[test]
 fn invalid_tool_arguments_are_refused_naming_the_message() {
     let mut req = agent_request();
     req.messages[3].tool_calls[0].arguments = "{\"city\":".into();
-    let err = wire().chat_request(&req, "claude", false).unwrap_err();
+    let err = wire()
+        .chat_request(&req, &Target::new("claude"), false)
+        .unwrap_err();
     assert_eq!(err.status(), 400);
     assert_eq!(err.param.as_deref(), Some("messages[3].tool_calls"));
     req.messages[3].tool_calls[0].arguments = "[1,2]".into();
-    let err = wire().chat_request(&req, "claude", false).unwrap_err();
+    let err = wire()
+        .chat_request(&req, &Target::new("claude"), false)
+        .unwrap_err();
     assert_eq!(err.param.as_deref(), Some("messages[3].tool_calls"));
 }
 
@@ -315,7 +323,7 @@ fn images_in_system_and_tool_messages_without_ids_are_refused() {
                 messages: vec![system],
                 ..ChatRequest::default()
             },
-            "claude",
+            &Target::new("claude"),
             false,
         )
         .unwrap_err();
@@ -327,7 +335,7 @@ fn images_in_system_and_tool_messages_without_ids_are_refused() {
                 messages: vec![Message::text(Role::Tool, "x")],
                 ..ChatRequest::default()
             },
-            "claude",
+            &Target::new("claude"),
             false,
         )
         .unwrap_err();
@@ -535,4 +543,28 @@ proptest::proptest! {
         let _ = wire().parse_chat(&frame.as_bytes()[..cut]);
         let _ = wire().parse_chat(junk.as_bytes());
     }
+}
+
+fn max_tokens_sent(asked: Option<u32>, limit: Option<u32>) -> Value {
+    let req = ChatRequest {
+        messages: vec![Message::text(Role::User, "hi")],
+        max_tokens: asked,
+        ..ChatRequest::default()
+    };
+    let target = Target::new("claude").with_max_output_tokens(limit);
+    let wire_req = wire().chat_request(&req, &target, false).unwrap();
+    serde_json::from_slice::<Value>(&wire_req.body).unwrap()["max_tokens"].clone()
+}
+
+#[test]
+fn max_tokens_defaults_to_the_models_max_output_tokens() {
+    assert_eq!(max_tokens_sent(None, Some(1024)), 1024);
+    assert_eq!(max_tokens_sent(None, None), DEFAULT_MAX_TOKENS);
+}
+
+#[test]
+fn max_tokens_above_the_models_max_output_tokens_is_capped() {
+    assert_eq!(max_tokens_sent(Some(100_000), Some(8192)), 8192);
+    assert_eq!(max_tokens_sent(Some(500), Some(8192)), 500);
+    assert_eq!(max_tokens_sent(Some(100_000), None), 100_000);
 }

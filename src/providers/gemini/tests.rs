@@ -8,7 +8,9 @@ fn wire() -> GeminiWire {
 }
 
 fn body_of(req: &ChatRequest) -> Value {
-    let wire_req = wire().chat_request(req, "gemini-2.0-flash", false).unwrap();
+    let wire_req = wire()
+        .chat_request(req, &Target::new("gemini-2.0-flash"), false)
+        .unwrap();
     serde_json::from_slice(&wire_req.body).unwrap()
 }
 
@@ -165,11 +167,15 @@ fn request_translates_contents_tools_and_generation_config() {
 #[test]
 fn paths_choose_the_method_and_the_key_stays_in_its_header() {
     let plain = wire()
-        .chat_request(&agent_request(), "gemini-2.0-flash", false)
+        .chat_request(&agent_request(), &Target::new("gemini-2.0-flash"), false)
         .unwrap();
     assert_eq!(plain.path, "/models/gemini-2.0-flash:generateContent");
     let streamed = wire()
-        .chat_request(&agent_request(), "models/gemini-2.0-flash", true)
+        .chat_request(
+            &agent_request(),
+            &Target::new("models/gemini-2.0-flash"),
+            true,
+        )
         .unwrap();
     assert_eq!(
         streamed.path,
@@ -259,7 +265,7 @@ fn refusals_name_the_offending_field() {
         (no_id, "messages[3].tool_call_id"),
     ] {
         let err = wire()
-            .chat_request(&req, "gemini-2.0-flash", false)
+            .chat_request(&req, &Target::new("gemini-2.0-flash"), false)
             .unwrap_err();
         assert_eq!(err.status(), 400, "{param}");
         assert_eq!(err.param.as_deref(), Some(param));
@@ -529,4 +535,28 @@ proptest::proptest! {
         let _ = wire().parse_chat(&frame.as_bytes()[..cut]);
         let _ = wire().parse_chat(junk.as_bytes());
     }
+}
+
+fn max_output_tokens_sent(asked: Option<u32>, limit: Option<u32>) -> Value {
+    let req = ChatRequest {
+        messages: vec![Message::text(Role::User, "hi")],
+        max_tokens: asked,
+        ..ChatRequest::default()
+    };
+    let target = Target::new("gemini-2.0-flash").with_max_output_tokens(limit);
+    let wire_req = wire().chat_request(&req, &target, false).unwrap();
+    serde_json::from_slice::<Value>(&wire_req.body).unwrap()["generationConfig"]["maxOutputTokens"]
+        .clone()
+}
+
+#[test]
+fn max_output_tokens_defaults_to_the_models_limit() {
+    assert_eq!(max_output_tokens_sent(None, Some(2048)), 2048);
+    assert_eq!(max_output_tokens_sent(None, None), Value::Null);
+}
+
+#[test]
+fn max_output_tokens_above_the_models_limit_is_capped() {
+    assert_eq!(max_output_tokens_sent(Some(100_000), Some(8192)), 8192);
+    assert_eq!(max_output_tokens_sent(Some(100), Some(8192)), 100);
 }

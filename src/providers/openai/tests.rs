@@ -76,7 +76,11 @@ fn agent_request() -> ChatRequest {
 #[test]
 fn request_translates_every_field_and_asks_for_stream_usage() {
     let req = wire()
-        .chat_request(&agent_request(), "gpt-4o-mini-2024-07-18", true)
+        .chat_request(
+            &agent_request(),
+            &Target::new("gpt-4o-mini-2024-07-18"),
+            true,
+        )
         .unwrap();
     assert_eq!(req.path, "/chat/completions");
     let body = body_json(&req);
@@ -148,7 +152,7 @@ fn request_translates_every_field_and_asks_for_stream_usage() {
 #[test]
 fn api_key_goes_only_into_the_authorization_header() {
     let req = wire()
-        .chat_request(&agent_request(), "gpt-4o", false)
+        .chat_request(&agent_request(), &Target::new("gpt-4o"), false)
         .unwrap();
     assert_eq!(req.headers.len(), 1);
     assert_eq!(req.headers[0].0, http::header::AUTHORIZATION);
@@ -161,7 +165,7 @@ fn api_key_goes_only_into_the_authorization_header() {
 #[test]
 fn non_streaming_request_has_no_stream_fields() {
     let req = wire()
-        .chat_request(&agent_request(), "gpt-4o", false)
+        .chat_request(&agent_request(), &Target::new("gpt-4o"), false)
         .unwrap();
     let body = body_json(&req);
     assert!(body.get("stream").is_none());
@@ -172,7 +176,7 @@ fn non_streaming_request_has_no_stream_fields() {
 fn empty_key_sends_no_authorization_header() {
     let wire = OpenAiWire::new(Secret::new(String::new()));
     let req = wire
-        .chat_request(&agent_request(), "llama3", false)
+        .chat_request(&agent_request(), &Target::new("llama3"), false)
         .unwrap();
     assert!(req.headers.is_empty());
 }
@@ -181,7 +185,9 @@ fn empty_key_sends_no_authorization_header() {
 fn top_k_is_refused_naming_the_field() {
     let mut req = agent_request();
     req.top_k = Some(40);
-    let err = wire().chat_request(&req, "gpt-4o", false).unwrap_err();
+    let err = wire()
+        .chat_request(&req, &Target::new("gpt-4o"), false)
+        .unwrap_err();
     assert_eq!(err.status(), 400);
     assert_eq!(err.param.as_deref(), Some("top_k"));
     assert!(err
@@ -202,7 +208,9 @@ fn image_in_a_system_message_is_refused() {
         messages: vec![system],
         ..ChatRequest::default()
     };
-    let err = wire().chat_request(&req, "gpt-4o", false).unwrap_err();
+    let err = wire()
+        .chat_request(&req, &Target::new("gpt-4o"), false)
+        .unwrap_err();
     assert_eq!(err.status(), 400);
     assert_eq!(err.param.as_deref(), Some("messages[0].content"));
 }
@@ -213,7 +221,9 @@ fn tool_message_without_call_id_is_refused() {
         messages: vec![Message::text(Role::Tool, "42")],
         ..ChatRequest::default()
     };
-    let err = wire().chat_request(&req, "gpt-4o", false).unwrap_err();
+    let err = wire()
+        .chat_request(&req, &Target::new("gpt-4o"), false)
+        .unwrap_err();
     assert_eq!(err.param.as_deref(), Some("messages[0].tool_call_id"));
 }
 
@@ -575,4 +585,26 @@ proptest::proptest! {
         let _ = wire().parse_chat(&frame.as_bytes()[..cut]);
         let _ = wire().parse_chat(junk.as_bytes());
     }
+}
+
+fn max_tokens_sent(asked: Option<u32>, limit: Option<u32>) -> Value {
+    let req = ChatRequest {
+        messages: vec![user("hi")],
+        max_tokens: asked,
+        ..ChatRequest::default()
+    };
+    let target = Target::new("gpt-4o").with_max_output_tokens(limit);
+    body_json(&wire().chat_request(&req, &target, false).unwrap())["max_tokens"].clone()
+}
+
+#[test]
+fn max_tokens_defaults_to_the_models_max_output_tokens() {
+    assert_eq!(max_tokens_sent(None, Some(1024)), 1024);
+    assert_eq!(max_tokens_sent(None, None), Value::Null);
+}
+
+#[test]
+fn max_tokens_above_the_models_max_output_tokens_is_capped() {
+    assert_eq!(max_tokens_sent(Some(100_000), Some(16_384)), 16_384);
+    assert_eq!(max_tokens_sent(Some(500), Some(16_384)), 500);
 }

@@ -297,20 +297,36 @@ async fn falls_back_when_the_first_target_rate_limits_with_retry_after() {
 
 #[tokio::test]
 async fn falls_back_when_the_first_target_hangs_past_first_token_ms() {
-    let p = pair(
-        &["--first-token-delay-ms", "10000", "--latency-ms", "10000"],
-        ROUTE_A_THEN_B,
+    // first_token_ms alone: no timeout_ms in the decision, and provider timeouts of a
+    // minute, so only the first-token deadline (the response headers, for a whole answer)
+    // can move the request to the second target.
+    let a = mock_provider(&["--first-token-delay-ms", "60000", "--latency-ms", "60000"]);
+    let b = mock_provider(&[]);
+    let p = pair_with(
+        a,
+        b,
+        "fn route(req) { #{ chain: [\"a\", \"b\"], first_token_ms: 400 } }\n",
         "[dispatch]\nretries = 0\n",
     );
+    let config = std::fs::read_to_string(p.gw.dir.path().join("gateway.toml")).unwrap();
+    assert!(!config.contains("timeout_ms = 60000") && config.contains("timeout_ms = 5000"));
+    let config = config.replace("timeout_ms = 5000", "timeout_ms = 60000");
+    let Pair { a, _b, gw } = p;
+    let dir = {
+        let mut gw = gw;
+        std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap())
+    };
+    let gw = gateway_in(dir, &config);
     for stream in [true, false] {
         let started = Instant::now();
-        let (status, model, _) = served_by(&p.gw, &body(stream)).await;
+        let (status, model, _) = served_by(&gw, &body(stream)).await;
         assert_eq!((status, model.as_str()), (200, "b"), "stream={stream}");
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(10),
             "did not wait for the hanging target"
         );
     }
+    drop(a);
 }
 
 #[tokio::test]

@@ -67,7 +67,8 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Answer a non-streaming request.
+    /// Answer a non-streaming request: `first_token` bounds the time to the upstream's
+    /// response headers, `timeout` the whole answer.
     pub async fn chat(
         &self,
         plan: &Plan,
@@ -76,7 +77,9 @@ impl<'a> Dispatcher<'a> {
     ) -> Result<(ChatResponse, Route), GatewayError> {
         let timeout = plan.timeout;
         self.try_chain(plan, attempts, |route: &Route| {
-            let call = route.provider.chat(req, route.model.upstream_id(), None);
+            let call = route
+                .provider
+                .chat(req, route.model.upstream_id(), plan.first_token);
             let name = route.provider_name.clone();
             async move { within(timeout, call, &name).await }
         })

@@ -228,6 +228,7 @@ impl Provider for Scripted {
         &self,
         _req: &ChatRequest,
         upstream_model: &str,
+        _headers_deadline: Option<Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
         let (script, name, model) = (self.next(), self.name.clone(), upstream_model.to_string());
         Box::pin(async move {

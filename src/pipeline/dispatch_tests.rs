@@ -261,6 +261,17 @@ fn trail(attempts: &[Attempt]) -> Vec<(&str, u16)> {
         .collect()
 }
 
+/// `walk` under a one-hour (paused-clock) guard, so a deadline the walk fails to enforce
+/// fails the test instead of hanging it.
+async fn bounded<T>(
+    walk: impl Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
+    match tokio::time::timeout(Duration::from_secs(3_600), walk).await {
+        Ok(result) => result,
+        Err(_) => panic!("the walk never ended: a deadline was not enforced"),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn retryable_503_is_retried_with_capped_backoff_then_next_target_answers() {
     let (a, b) = (
@@ -454,10 +465,10 @@ async fn hanging_provider_is_left_for_the_next_target_after_exactly_the_attempt_
     };
     let mut attempts = Vec::new();
     let started = Instant::now();
-    let (_, served_by) = dispatcher(&breakers, &chaos)
-        .chat(&plan, &request(), &mut attempts)
-        .await
-        .unwrap();
+    let (_, served_by) =
+        bounded(dispatcher(&breakers, &chaos).chat(&plan, &request(), &mut attempts))
+            .await
+            .unwrap();
 
     assert_eq!(started.elapsed(), Duration::from_secs(2));
     assert_eq!(&*served_by.provider_name, "b");
@@ -484,10 +495,10 @@ async fn stream_without_content_before_first_token_deadline_moves_to_the_next_ta
     };
     let mut attempts = Vec::new();
     let started = Instant::now();
-    let (stream, served_by) = dispatcher(&breakers, &chaos)
-        .stream(&plan, &request(), &mut attempts)
-        .await
-        .unwrap();
+    let (stream, served_by) =
+        bounded(dispatcher(&breakers, &chaos).stream(&plan, &request(), &mut attempts))
+            .await
+            .unwrap();
 
     assert_eq!(
         started.elapsed(),
@@ -523,10 +534,10 @@ async fn stream_that_never_opens_is_left_after_the_first_token_deadline() {
     };
     let mut attempts = Vec::new();
     let started = Instant::now();
-    let (_, served_by) = dispatcher(&breakers, &chaos)
-        .stream(&plan, &request(), &mut attempts)
-        .await
-        .unwrap();
+    let (_, served_by) =
+        bounded(dispatcher(&breakers, &chaos).stream(&plan, &request(), &mut attempts))
+            .await
+            .unwrap();
 
     assert_eq!(started.elapsed(), Duration::from_millis(800));
     assert_eq!(&*served_by.provider_name, "b");
@@ -814,6 +825,87 @@ async fn panic_mode_makes_a_single_model_request_the_probe_and_refuses_a_concurr
         .unwrap();
     assert_eq!(trail(&attempts), [("a", 200)], "closed: called directly");
     assert_eq!(a.calls(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+#[ignore = "bug: an adapter refusal on the half-open probe holds the probe slot for breaker_open_ms"]
+async fn adapter_refusal_on_the_half_open_probe_leaves_the_probe_to_the_next_request() {
+    let a = Scripted::new(
+        "a",
+        [
+            Step::Fail(503),
+            Step::Fail(503),
+            Step::Fail(503),
+            Step::Refuse,
+        ],
+    );
+    let b = Scripted::new("b", []);
+    let (breakers, chaos) = (Breakers::new(config()), Chaos::default());
+    let dispatcher = dispatcher(&breakers, &chaos);
+    let chain = plan(&[&a, &b], 0);
+    for _ in 0..3 {
+        dispatcher
+            .chat(&chain, &request(), &mut Vec::new())
+            .await
+            .unwrap();
+    }
+    assert!(!breakers.healthy("a"));
+
+    // Half-open: this request is let through to a, whose adapter refuses it: no call upstream.
+    tokio::time::advance(Duration::from_millis(1_000)).await;
+    let mut attempts = Vec::new();
+    dispatcher
+        .chat(&chain, &request(), &mut attempts)
+        .await
+        .unwrap();
+    assert_eq!(trail(&attempts), [("a", 400), ("b", 200)]);
+
+    // Nothing was learnt about a, so the next request should be its probe.
+    let mut attempts = Vec::new();
+    let (_, served_by) = dispatcher
+        .chat(&chain, &request(), &mut attempts)
+        .await
+        .unwrap();
+    assert_eq!(
+        trail(&attempts),
+        [("a", 200)],
+        "a is skipped for another breaker_open_ms although it was never called"
+    );
+    assert_eq!(&*served_by.provider_name, "a");
+    assert!(breakers.healthy("a"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_window_sees_successful_attempts_only() {
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, f64)>>);
+    impl LatencyObserver for Recorder {
+        fn observe(&self, model: &str, ms: f64) {
+            self.0.lock().unwrap().push((model.to_string(), ms));
+        }
+    }
+    let (a, b) = (
+        Scripted::new("a", [Step::Fail(503)]),
+        Scripted::new("b", [Step::AnswerAfter(Duration::from_millis(300))]),
+    );
+    let (breakers, chaos, recorder) = (
+        Breakers::new(config()),
+        Chaos::default(),
+        Recorder::default(),
+    );
+    let dispatcher = Dispatcher {
+        breakers: &breakers,
+        chaos: &chaos,
+        latency: Some(&recorder),
+    };
+    let mut attempts = Vec::new();
+    dispatcher
+        .chat(&plan(&[&a, &b], 0), &request(), &mut attempts)
+        .await
+        .unwrap();
+    assert_eq!(trail(&attempts), [("a", 502), ("b", 200)]);
+    assert_eq!(attempts[1].latency_ms, 300.0);
+    assert_eq!(*recorder.0.lock().unwrap(), [("m-b".to_string(), 300.0)]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -346,6 +346,10 @@ fn backoff(
 }
 
 #[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod walk_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

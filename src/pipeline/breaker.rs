@@ -149,6 +149,16 @@ impl Breakers {
             .is_none_or(|b| matches!(b.state, State::Closed))
     }
 
+    /// Give back a probe slot that `allow` or `panic_probe` handed out for a call that was
+    /// never made (the adapter refused the request for this provider): the next request
+    /// probes instead, and the breaker's state is untouched.
+    pub fn release(&self, provider: &str) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(breaker) = breakers.get_mut(provider) {
+            breaker.probe_since = None;
+        }
+    }
+
     /// Report the outcome of a call that `allow` or `panic_probe` let through.
     pub fn report(&self, provider: &str, success: bool) {
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());

@@ -239,8 +239,11 @@ impl<'a> Dispatcher<'a> {
             Err(err) => {
                 attempts.push(attempt(route, &err, elapsed_ms));
                 // A retryable failure counts against the provider; a final answer such as a
-                // 400 shows it is up. The adapter's own refusal (client source) never called it.
-                if err.source != ErrorSource::Client {
+                // 400 shows it is up. The adapter's own refusal (client source) never called
+                // it: a probe slot it held goes back.
+                if err.source == ErrorSource::Client {
+                    self.breakers.release(provider);
+                } else {
                     self.breakers.report(provider, !err.retryable());
                 }
                 Err(err)

@@ -150,6 +150,12 @@ impl Redactor {
 
     /// The text with every find replaced by its placeholder; borrowed when nothing matched.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.redact_with(text, true)
+    }
+
+    /// [`Redactor::redact`], with or without the policy's hook (skipped only to finish a
+    /// shutdown in time: the built-in detectors and operator patterns always run).
+    pub fn redact_with<'a>(&self, text: &'a str, use_hook: bool) -> Cow<'a, str> {
         let mut current = Cow::Borrowed(text);
         // Placeholders are bracketed words, so a replacement never creates a new find:
         // one pass over the input says which detectors can match at all.
@@ -162,7 +168,7 @@ impl Redactor {
                 current = Cow::Owned(replaced);
             }
         }
-        if let Some(hook) = &self.hook {
+        if let Some(hook) = self.hook.as_ref().filter(|_| use_hook) {
             if let Some(replaced) = hook(&current) {
                 current = Cow::Owned(replaced);
             }
@@ -172,7 +178,11 @@ impl Redactor {
 
     /// Redact one string in place.
     pub fn redact_string(&self, text: &mut String) {
-        let replaced = match self.redact(text) {
+        self.redact_string_with(text, true);
+    }
+
+    fn redact_string_with(&self, text: &mut String, use_hook: bool) {
+        let replaced = match self.redact_with(text, use_hook) {
             Cow::Borrowed(_) => None,
             Cow::Owned(new) => Some(new),
         };
@@ -185,10 +195,14 @@ impl Redactor {
     /// included), tool call arguments, metadata values, the end user, output text, output
     /// tool call arguments and errors. Inline images (`data:` URLs, base64) become `[IMAGE]`.
     pub fn redact_record(&self, record: &mut LogRecord) {
+        self.redact_record_with(record, true);
+    }
+
+    fn redact_record_with(&self, record: &mut LogRecord, use_hook: bool) {
         for message in &mut record.request.messages {
             for part in &mut message.content {
                 match part {
-                    ContentPart::Text { text } => self.redact_string(text),
+                    ContentPart::Text { text } => self.redact_string_with(text, use_hook),
                     ContentPart::Image { source, .. } => match source {
                         ImageSource::Url { url } => {
                             let is_data = url
@@ -197,7 +211,7 @@ impl Redactor {
                             if is_data {
                                 *url = "[IMAGE]".to_string();
                             } else {
-                                self.redact_string(url);
+                                self.redact_string_with(url, use_hook);
                             }
                         }
                         ImageSource::Base64 { data, .. } => *data = "[IMAGE]".to_string(),
@@ -205,27 +219,33 @@ impl Redactor {
                 }
             }
             for call in &mut message.tool_calls {
-                self.redact_string(&mut call.arguments);
+                self.redact_string_with(&mut call.arguments, use_hook);
             }
         }
         for value in record.request.metadata.values_mut() {
-            self.redact_string(value);
+            self.redact_string_with(value, use_hook);
         }
         if let Some(end_user) = &mut record.request.end_user {
-            self.redact_string(end_user);
+            self.redact_string_with(end_user, use_hook);
         }
-        self.redact_string(&mut record.output_text);
+        self.redact_string_with(&mut record.output_text, use_hook);
         for call in &mut record.output_tool_calls {
-            self.redact_string(&mut call.arguments);
+            self.redact_string_with(&mut call.arguments, use_hook);
         }
         if let Some(error) = &mut record.error {
-            self.redact_string(error);
+            self.redact_string_with(error, use_hook);
         }
         for attempt in &mut record.attempts {
             if let Some(error) = &mut attempt.error {
-                self.redact_string(error);
+                self.redact_string_with(error, use_hook);
             }
         }
+    }
+
+    /// The record redacted and serialised as the journal stores it.
+    pub fn record_json(&self, mut record: LogRecord, use_hook: bool) -> Result<Vec<u8>, LogError> {
+        self.redact_record_with(&mut record, use_hook);
+        Ok(serde_json::to_vec(&record)?)
     }
 }
 

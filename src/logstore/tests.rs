@@ -679,3 +679,158 @@ fn a_record_of_another_shape_is_still_indexed_by_id_and_time() {
     );
     assert!(schema.fallback_document(b"[1,2]", 1).is_none());
 }
+
+/// A redact hook that blocks every call while its gate is closed and records that it ran.
+struct GatedHook {
+    hook: RedactHook,
+    open: Arc<AtomicBool>,
+    entered: Arc<AtomicBool>,
+}
+
+fn gated_hook() -> GatedHook {
+    let open = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(AtomicBool::new(false));
+    let (gate, seen) = (open.clone(), entered.clone());
+    let hook: RedactHook = Arc::new(move |_text: &str| {
+        seen.store(true, Ordering::SeqCst);
+        while !gate.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    });
+    GatedHook {
+        hook,
+        open,
+        entered,
+    }
+}
+
+async fn wait_for(flag: &AtomicBool) {
+    for _ in 0..2000 {
+        if flag.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("flag never set");
+}
+
+#[tokio::test]
+async fn hand_off_gives_the_record_back_once_the_waiting_bound_is_reached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.channel_capacity = 1;
+    cfg.max_pending_hand_offs = 2;
+    let gate = gated_hook();
+    let store = LogStore::open(&cfg, Some(gate.hook.clone())).unwrap();
+    let sender = store.sender();
+    // The writer takes the first record and blocks in the hook.
+    sender.hand_off(record("h0", BASE_MS, "bounded")).unwrap();
+    wait_for(&gate.entered).await;
+    // One fits in the channel, two wait in background hand-offs…
+    for id in ["h1", "h2", "h3"] {
+        sender.hand_off(record(id, BASE_MS, "bounded")).unwrap();
+    }
+    assert_eq!(store.status_json()["pending_hand_offs"], 2);
+    // …and the next one is given back instead of spawning another wait.
+    let back = sender
+        .hand_off(record("h4", BASE_MS, "bounded"))
+        .unwrap_err();
+    assert_eq!(back.id, "h4");
+    assert_eq!(store.status_json()["pending_hand_offs"], 2);
+    gate.open.store(true, Ordering::SeqCst);
+    sender.submit(back).await;
+    store.sync().await.unwrap();
+    let status = store.status_json();
+    assert_eq!(status["pending_hand_offs"], 0, "{status}");
+    assert_eq!(status["hand_offs_refused"], 1, "{status}");
+    assert_eq!(status["dropped_records"], 0, "{status}");
+    assert_eq!(query(&store, "q=bounded").total, 5);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn blocking_submit_waits_for_room_outside_a_runtime_and_works_inside_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.channel_capacity = 1;
+    cfg.max_pending_hand_offs = 0;
+    let gate = gated_hook();
+    let store = LogStore::open(&cfg, Some(gate.hook.clone())).unwrap();
+    let sender = store.sender();
+    sender.hand_off(record("b0", BASE_MS, "blocking")).unwrap();
+    wait_for(&gate.entered).await;
+    sender.hand_off(record("b1", BASE_MS, "blocking")).unwrap();
+    // The channel is full and no hand-off may wait: a plain thread blocks until room.
+    let done = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (sender, done) = (sender.clone(), done.clone());
+        std::thread::spawn(move || {
+            sender.blocking_submit(record("b2", BASE_MS, "blocking"));
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "blocking_submit returned with no room"
+    );
+    gate.open.store(true, Ordering::SeqCst);
+    wait_for(&done).await;
+    thread.join().unwrap();
+    // Inside a runtime it must not panic (tokio's blocking_send would).
+    sender.blocking_submit(record("b3", BASE_MS, "blocking"));
+    store.sync().await.unwrap();
+    let status = store.status_json();
+    assert!(
+        status["backpressure_waits"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_eq!(status["dropped_records"], 0, "{status}");
+    assert_eq!(query(&store, "q=blocking").total, 4);
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_slow_hook_finishes_in_its_budget_and_journals_every_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.shutdown_timeout_ms = 1_000;
+    // About 5 ms per hooked string: a few hundred records take many seconds with the hook.
+    let hook: RedactHook = Arc::new(|text: &str| {
+        std::thread::sleep(Duration::from_millis(5));
+        text.contains("Falcon")
+            .then(|| text.replace("Falcon", "[CODENAME]"))
+    });
+    let store = LogStore::open(&cfg, Some(hook)).unwrap();
+    let sender = store.sender();
+    for i in 0..400 {
+        let prompt = format!("drain Falcon mail user{i}@example.com");
+        sender
+            .hand_off(record(&format!("s{i}"), BASE_MS + i, &prompt))
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    store.shutdown().await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(2_500),
+        "shutdown took {elapsed:?}"
+    );
+    assert_eq!(store.status_json()["dropped_records"], 0);
+    drop(store);
+
+    let store = LogStore::open(&cfg, None).unwrap();
+    store.sync().await.unwrap();
+    assert_eq!(query(&store, "q=drain").total, 400);
+    store.shutdown().await;
+    // Under shutdown pressure the built-in detectors still ran on every record.
+    for path in files_under(tmp.path()) {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(12).any(|w| w == b"@example.com"),
+            "an e-mail address reached {}",
+            path.display()
+        );
+    }
+}

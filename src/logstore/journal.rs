@@ -665,7 +665,7 @@ impl JournalReader {
                     Err(err) => return Err(io_at(&path)(err)),
                 },
             };
-            let torn = match read_frame(file).map_err(io_at(&path))? {
+            match read_frame(file).map_err(io_at(&path))? {
                 Frame::Record { seq, payload } => {
                     let position = self.position;
                     self.position.offset += frame_len(payload.len());
@@ -677,13 +677,13 @@ impl JournalReader {
                         payload,
                     }));
                 }
-                // Data short of a whole frame is a torn frame when the limit says more
-                // durable data follows; otherwise it is the (still growing) end.
-                Frame::End => limit.is_some_and(|limit| limit.segment >= self.position.segment),
-                Frame::Corrupt => true,
+                // Data short of a whole frame is either the (still growing) end or a torn
+                // frame with valid ones after it: resyncing tells (cheap at a true end, where
+                // little or nothing follows).
+                Frame::End | Frame::Corrupt => {}
             };
             self.file = None;
-            if torn && self.resync(limit)? {
+            if self.resync(limit)? {
                 continue;
             }
             if self.skip_to_next_segment(limit)? {
@@ -697,7 +697,11 @@ impl JournalReader {
     /// limit (within this segment). True when one was found.
     fn resync(&mut self, limit: Option<Position>) -> Result<bool, LogError> {
         let path = segment_path(&self.dir, self.position.segment);
-        let mut file = File::open(&path).map_err(io_at(&path))?;
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(io_at(&path)(err)),
+        };
         file.seek(SeekFrom::Start(self.position.offset))
             .map_err(io_at(&path))?;
         let mut rest = Vec::new();
@@ -900,5 +904,102 @@ mod tests {
         let entries = read_all(tmp.path(), Position::START, None);
         assert!(!entries.is_empty());
         assert_eq!(entries[0].position.segment, 3);
+    }
+    /// The bytes of one valid frame, as the writer lays it out.
+    fn frame_bytes(seq: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame_crc(seq, payload).to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(payload);
+        out.push(b'\n');
+        out
+    }
+
+    #[test]
+    fn a_torn_frame_mid_segment_is_skipped_and_a_restart_keeps_the_records_behind_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut writer = JournalWriter::open(tmp.path(), 1 << 20).unwrap();
+        for i in 1..=3 {
+            writer.append(format!("{i}").as_bytes()).unwrap();
+        }
+        writer.sync().unwrap();
+        drop(writer);
+        // A write that failed part-way (a header promising 100 bytes, then 7), followed by
+        // three good records written after it.
+        let path = segment_path(tmp.path(), 1);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&100u32.to_le_bytes()).unwrap();
+        file.write_all(&[1, 2, 3, 4, 5, 6, 7]).unwrap();
+        for seq in 4..=6u64 {
+            file.write_all(&frame_bytes(seq, format!("{seq}").as_bytes()))
+                .unwrap();
+        }
+        drop(file);
+        let file_end = Position {
+            segment: 1,
+            offset: fs::metadata(&path).unwrap().len(),
+        };
+
+        // The indexer's way (up to the durable end) and the unlimited way both resync.
+        for limit in [Some(file_end), None] {
+            let seqs: Vec<u64> = read_all(tmp.path(), Position::START, limit)
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "limit {limit:?}");
+        }
+        // A restart keeps everything behind the torn bytes and appends after the last one.
+        let mut writer = JournalWriter::open(tmp.path(), 1 << 20).unwrap();
+        assert_eq!(writer.next_seq(), 7);
+        assert_eq!(writer.end(), file_end);
+        writer.append(b"7").unwrap();
+        writer.sync().unwrap();
+        let entries = read_all(tmp.path(), Position::START, Some(writer.end()));
+        assert_eq!(entries.len(), 7);
+        assert_eq!(entries[6].payload, b"7");
+    }
+
+    #[test]
+    fn a_corrupted_frame_mid_segment_does_not_hide_the_frames_after_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut writer = JournalWriter::open(tmp.path(), 1 << 20).unwrap();
+        let mut starts = Vec::new();
+        for i in 1..=4 {
+            starts.push(writer.end().offset as usize);
+            writer.append(format!("\"record {i}\"").as_bytes()).unwrap();
+        }
+        writer.sync().unwrap();
+        let end = writer.end();
+        drop(writer);
+        let path = segment_path(tmp.path(), 1);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[starts[1] + FRAME_HEADER as usize + 2] ^= 0xFF;
+        fs::write(&path, bytes).unwrap();
+        let seqs: Vec<u64> = read_all(tmp.path(), Position::START, Some(end))
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [1, 3, 4]);
+        // The reader keeps going with records appended later.
+        let mut writer = JournalWriter::open(tmp.path(), 1 << 20).unwrap();
+        assert_eq!(writer.next_seq(), 5);
+        writer.append(b"5").unwrap();
+        writer.sync().unwrap();
+        assert_eq!(
+            read_all(tmp.path(), Position::START, Some(writer.end())).len(),
+            4
+        );
+    }
+
+    #[test]
+    fn io_errors_name_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("nope").join(segment_file_name(1));
+        let err = scan_segment(&missing).unwrap_err();
+        assert!(
+            err.to_string().contains(&*missing.to_string_lossy()),
+            "{err}"
+        );
     }
 }

@@ -834,3 +834,120 @@ async fn shutdown_with_a_slow_hook_finishes_in_its_budget_and_journals_every_rec
         );
     }
 }
+
+/// Unmounts a test tmpfs when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Mount a tmpfs of `size` at `dir`; `None` (with a message) when this machine cannot.
+fn small_tmpfs(dir: &Path, size: &str) -> Option<Unmount> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!(
+            "skipped: cannot mount a tmpfs at {} (needs root)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(Unmount(dir.to_path_buf()))
+}
+
+/// Fill the file system holding `dir` with one file; returns its path.
+fn fill_disk(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+async fn wait_status(store: &LogStore, field: &str, value: serde_json::Value) {
+    for _ in 0..1000 {
+        if store.status_json()[field] == value {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "status {field} never became {value}: {}",
+        store.status_json()
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_keeps_records_and_journals_them_once_space_is_freed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("small");
+    let Some(_unmount) = small_tmpfs(&mount, "2m") else {
+        return;
+    };
+    // The journal lives on the small file system, the index on the normal one.
+    std::os::unix::fs::symlink(&mount, tmp.path().join("journal")).unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.segment_bytes = 128 * 1024;
+    let filler_text = "padding ".repeat(250);
+    let make = |word: &str, i: i64| {
+        record(
+            &format!("{word}{i}"),
+            BASE_MS + i,
+            &format!("{word} {filler_text}"),
+        )
+    };
+    {
+        let store = LogStore::open(&cfg, None).unwrap();
+        submit_all(&store, (0..20).map(|i| make("before", i))).await;
+        store.sync().await.unwrap();
+
+        let filler = fill_disk(&mount);
+        submit_all(&store, (0..50).map(|i| make("during", i))).await;
+        wait_status(&store, "journal_failing", true.into()).await;
+        let err = store.sync().await.unwrap_err();
+        assert!(
+            err.to_string().contains(".seg"),
+            "the error names the file: {err}"
+        );
+        assert_eq!(query(&store, "q=during").total, 0);
+
+        std::fs::remove_file(filler).unwrap();
+        submit_all(&store, (0..20).map(|i| make("after", i))).await;
+        wait_status(&store, "journal_failing", false.into()).await;
+        store.sync().await.unwrap();
+        for (word, n) in [("before", 20), ("during", 50), ("after", 20)] {
+            assert_eq!(query(&store, &format!("q={word}")).total, n, "{word}");
+        }
+        let status = store.status_json();
+        assert_eq!(status["unjournaled_records"], 0, "{status}");
+        assert_eq!(status["dropped_records"], 0, "{status}");
+        assert!(status["journal_write_failures"].as_u64().unwrap() > 0);
+        store.shutdown().await;
+    }
+    // A restart (with the index rebuilt from the journal alone) keeps every record once.
+    std::fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    let store = LogStore::open(&cfg, None).unwrap();
+    store.sync().await.unwrap();
+    for (word, n) in [("before", 20), ("during", 50), ("after", 20)] {
+        assert_eq!(
+            query(&store, &format!("q={word}")).total,
+            n,
+            "{word} after restart"
+        );
+    }
+    assert_eq!(store.status_json()["journal_records"], 90);
+    store.shutdown().await;
+}

@@ -21,6 +21,7 @@ pub mod indexer;
 pub mod journal;
 pub mod record;
 pub mod redact;
+mod redact_record;
 pub mod search;
 mod writer;
 
@@ -704,5 +705,7 @@ impl LogStore {
     }
 }
 
+#[cfg(test)]
+mod redact_more_tests;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@ pub mod record;
 pub mod redact;
 mod redact_record;
 pub mod search;
+pub mod search_limits;
 mod writer;
 
 pub use indexer::RetentionReport;

@@ -3,6 +3,9 @@
 
 use super::*;
 use crate::canonical::{ChatRequest, Message, Role, Usage};
+use crate::error::GatewayError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -950,5 +953,107 @@ async fn a_full_disk_keeps_records_and_journals_them_once_space_is_freed() {
         );
     }
     assert_eq!(store.status_json()["journal_records"], 90);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn queries_too_long_deep_or_wide_are_refused_with_400() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(&store, [record("q1", BASE_MS, "alpha beta")]).await;
+    store.sync().await.unwrap();
+    let deep = format!("{}alpha{}", "(".repeat(40), ")".repeat(40));
+    let wide = (0..100)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let prefixes = r#""a"* OR "b"* OR "c"* OR "d"* OR "e"* OR "f"*"#.to_string();
+    let long = "alpha ".repeat(1000);
+    for q in [deep, wide, prefixes, long] {
+        let params = SearchParams {
+            q: Some(q.clone()),
+            ..SearchParams::default()
+        };
+        let Err(err) = store.search(&params) else {
+            panic!(
+                "{q:.80} was accepted: {:?}",
+                tantivy::query_grammar::parse_query_lenient(&q).0
+            );
+        };
+        assert!(matches!(err, LogError::BadQuery(_)), "{q:.60}: {err}");
+        assert_eq!(err.status(), 400);
+        assert!(err.to_string().contains("too complex"), "{err}");
+    }
+    // Ordinary queries still run.
+    assert_eq!(query(&store, "q=alpha+AND+(beta+OR+gamma)").total, 1);
+    assert_eq!(query(&store, "q=%22alpha+bet%22*").total, 1);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_search_past_its_deadline_stops_with_a_503_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(
+        &store,
+        (0..50).map(|i| record(&format!("d{i}"), BASE_MS + i, "slow search")),
+    )
+    .await;
+    store.sync().await.unwrap();
+    let params = SearchParams::from_query("q=slow").unwrap();
+    let err = store
+        .search_until(&params, std::time::Instant::now())
+        .unwrap_err();
+    assert!(matches!(err, LogError::Timeout(_)), "{err}");
+    assert_eq!(err.status(), 503);
+    assert_eq!(GatewayError::from(err).code.status(), 503);
+    // With time left it answers.
+    assert_eq!(store.search(&params).unwrap().total, 50);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cursor_out_of_range_is_a_400_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(&store, [record("c1", BASE_MS, "cursor")]).await;
+    store.sync().await.unwrap();
+    for offset in ["18446744073709551615", "5000000000", "10001"] {
+        let cursor = URL_SAFE_NO_PAD.encode(format!("o:{offset}"));
+        let params =
+            SearchParams::from_query(&format!("q=cursor&sort=score&cursor={cursor}")).unwrap();
+        let err = store.search(&params).unwrap_err();
+        assert!(matches!(err, LogError::BadRequest(_)), "{offset}: {err}");
+        assert!(err.to_string().contains("cursor"), "{err}");
+    }
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_record_nested_too_deep_is_stored_reduced_and_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    let mut deep = serde_json::json!("bottom");
+    for _ in 0..200 {
+        deep = serde_json::json!({ "type": "object", "properties": { "x": deep } });
+    }
+    let request = ChatRequest {
+        model: "gpt-4o-mini".into(),
+        messages: vec![Message::text(Role::User, "nested schema question")],
+        tools: vec![crate::canonical::Tool {
+            name: "deep".into(),
+            description: None,
+            parameters: deep,
+        }],
+        ..ChatRequest::default()
+    };
+    let mut deep_record = record_with(request);
+    deep_record.id = "deep-1".into();
+    submit_all(&store, [deep_record]).await;
+    store.sync().await.unwrap();
+    assert_eq!(ids(&query(&store, "q=nested")), ["deep-1"]);
+    let stored = store.get("deep-1").unwrap().unwrap();
+    assert!(stored.to_string().contains("[TRUNCATED"), "{stored}");
+    assert_eq!(stored["request"]["tools"][0]["name"], "deep");
     store.shutdown().await;
 }

@@ -293,6 +293,9 @@ impl LogSender {
     /// `Err(record)` gives the record back when that bound is reached (or no runtime can run
     /// the wait): the caller then awaits [`LogSender::submit`] (backpressure). After
     /// shutdown the record is dropped and counted, and this returns `Ok`.
+    // The record goes back by value so the caller can `submit` it: this signature is the
+    // pipeline's contract, and the Err path is the rare backpressure case.
+    #[allow(clippy::result_large_err)]
     pub fn hand_off(&self, record: LogRecord) -> Result<(), LogRecord> {
         let message = match self.try_send(record) {
             None => return Ok(()),

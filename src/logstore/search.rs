@@ -289,6 +289,9 @@ pub struct SearchResults {
 /// The newest-first sort key: (start time ms, journal seq).
 type SortKey = (i64, u64);
 
+/// One page: the total match count, the hits (with scores when score-sorted), the next cursor.
+type Page = (usize, Vec<(DocAddress, Option<f32>)>, Option<String>);
+
 fn encode_cursor(text: &str) -> String {
     URL_SAFE_NO_PAD.encode(text)
 }
@@ -456,52 +459,51 @@ impl LogStore {
         };
 
         let searcher = self.reader.searcher();
-        let (total, found, next_cursor): (usize, Vec<(DocAddress, Option<f32>)>, Option<String>) =
-            match params.sort {
-                SearchSort::Newest => {
-                    let before = params.cursor.as_deref().map(newest_cursor).transpose()?;
-                    let collector = WithDeadline::new(
-                        (
-                            Count,
-                            TopDocs::with_limit(limit + 1).custom_score(NewestFirst { before }),
-                        ),
-                        deadline,
-                    );
-                    let (total, top) = searcher.search(&query, &collector).map_err(timed_out)?;
-                    let mut top: Vec<(SortKey, DocAddress)> = top
-                        .into_iter()
-                        .filter_map(|(key, address)| key.map(|key| (key, address)))
-                        .collect();
-                    let more = top.len() > limit;
-                    top.truncate(limit);
-                    let next = top
-                        .last()
-                        .filter(|_| more)
-                        .map(|((time, seq), _)| encode_cursor(&format!("t:{time}:{seq}")));
-                    let hits = top.into_iter().map(|(_, address)| (address, None));
-                    (total, hits.collect(), next)
-                }
-                SearchSort::Score => {
-                    let offset = params
-                        .cursor
-                        .as_deref()
-                        .map(offset_cursor)
-                        .transpose()?
-                        .unwrap_or(0);
-                    let collector = WithDeadline::new(
-                        (Count, TopDocs::with_limit(limit + 1).and_offset(offset)),
-                        deadline,
-                    );
-                    let (total, top) = searcher.search(&query, &collector).map_err(timed_out)?;
-                    let more = top.len() > limit;
-                    let next = more.then(|| encode_cursor(&format!("o:{}", offset + limit)));
-                    let hits = top
-                        .into_iter()
-                        .take(limit)
-                        .map(|(score, address)| (address, Some(score)));
-                    (total, hits.collect(), next)
-                }
-            };
+        let (total, found, next_cursor): Page = match params.sort {
+            SearchSort::Newest => {
+                let before = params.cursor.as_deref().map(newest_cursor).transpose()?;
+                let collector = WithDeadline::new(
+                    (
+                        Count,
+                        TopDocs::with_limit(limit + 1).custom_score(NewestFirst { before }),
+                    ),
+                    deadline,
+                );
+                let (total, top) = searcher.search(&query, &collector).map_err(timed_out)?;
+                let mut top: Vec<(SortKey, DocAddress)> = top
+                    .into_iter()
+                    .filter_map(|(key, address)| key.map(|key| (key, address)))
+                    .collect();
+                let more = top.len() > limit;
+                top.truncate(limit);
+                let next = top
+                    .last()
+                    .filter(|_| more)
+                    .map(|((time, seq), _)| encode_cursor(&format!("t:{time}:{seq}")));
+                let hits = top.into_iter().map(|(_, address)| (address, None));
+                (total, hits.collect(), next)
+            }
+            SearchSort::Score => {
+                let offset = params
+                    .cursor
+                    .as_deref()
+                    .map(offset_cursor)
+                    .transpose()?
+                    .unwrap_or(0);
+                let collector = WithDeadline::new(
+                    (Count, TopDocs::with_limit(limit + 1).and_offset(offset)),
+                    deadline,
+                );
+                let (total, top) = searcher.search(&query, &collector).map_err(timed_out)?;
+                let more = top.len() > limit;
+                let next = more.then(|| encode_cursor(&format!("o:{}", offset + limit)));
+                let hits = top
+                    .into_iter()
+                    .take(limit)
+                    .map(|(score, address)| (address, Some(score)));
+                (total, hits.collect(), next)
+            }
+        };
 
         // Snippets only for the fields `q` has words in.
         let mut snippet_fields = (false, false);

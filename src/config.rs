@@ -343,6 +343,14 @@ pub struct LogsConfig {
     pub segment_bytes: u64,
     /// How often the retention pass runs (deletes expired records and old journal segments).
     pub retention_interval_s: u64,
+    /// Records that may wait for channel room in background hand-offs; past this,
+    /// `LogSender::hand_off` gives the record back and the request waits (backpressure).
+    pub max_pending_hand_offs: usize,
+    /// How long `LogStore::shutdown` may take; past half of it the policy's `redact` hook is
+    /// skipped (built-in detectors only) so the queued records are still journaled in time.
+    pub shutdown_timeout_ms: u64,
+    /// Longest time one admin search may run before it stops (503).
+    pub search_timeout_ms: u64,
 }
 
 impl Default for LogsConfig {
@@ -358,6 +366,9 @@ impl Default for LogsConfig {
             redact: RedactConfig::default(),
             segment_bytes: 64 * 1024 * 1024,
             retention_interval_s: 3_600,
+            max_pending_hand_offs: 1024,
+            shutdown_timeout_ms: 10_000,
+            search_timeout_ms: 5_000,
         }
     }
 }

@@ -22,18 +22,7 @@ fn store(state: &AppState) -> Result<Arc<crate::logstore::LogStore>, GatewayErro
 }
 
 fn log_error(err: crate::logstore::LogError) -> GatewayError {
-    let status = err.status();
-    let code = match status {
-        400 => ErrorCode::InvalidRequest,
-        404 => ErrorCode::NotFound,
-        _ => ErrorCode::Internal,
-    };
-    let source = if status < 500 {
-        ErrorSource::Client
-    } else {
-        ErrorSource::Internal
-    };
-    GatewayError::new(source, code, err.to_string())
+    GatewayError::from(err)
 }
 
 /// `GET /admin/logs?q=…`

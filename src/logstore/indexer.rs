@@ -300,8 +300,9 @@ pub(crate) enum IndexerCommand {
         i64,
         tokio::sync::oneshot::Sender<Result<RetentionReport, LogError>>,
     ),
-    /// Index everything durable, commit, and stop.
-    Shutdown(tokio::sync::oneshot::Sender<()>),
+    /// Index what is durable until the deadline, commit, and stop (the rest is indexed from
+    /// the journal at the next start).
+    Shutdown(Instant, tokio::sync::oneshot::Sender<()>),
     /// Stop at once without committing (a simulated crash).
     #[cfg(test)]
     Kill,
@@ -402,23 +403,23 @@ impl Indexer {
                 Ok(IndexerCommand::Retention(now, reply)) => {
                     let _ = reply.send(self.retention(now));
                 }
-                Ok(IndexerCommand::Shutdown(reply)) => {
-                    self.finish();
+                Ok(IndexerCommand::Shutdown(stop_at, reply)) => {
+                    self.finish(Some(stop_at));
                     let _ = reply.send(());
                     return;
                 }
                 #[cfg(test)]
                 Ok(IndexerCommand::Kill) => return,
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.finish();
+                    self.finish(None);
                     return;
                 }
             }
         }
     }
 
-    fn finish(&mut self) {
-        if let Err(err) = self.index_available() {
+    fn finish(&mut self, stop_at: Option<Instant>) {
+        if let Err(err) = self.index_until(stop_at) {
             tracing::error!(error = %err, "indexing the journal tail at shutdown failed");
         }
         self.commit_logged();
@@ -441,8 +442,24 @@ impl Indexer {
 
     /// Add every durable record not yet added, committing whenever the record count says so.
     fn index_available(&mut self) -> Result<(), LogError> {
+        self.index_until(None)
+    }
+
+    /// [`Indexer::index_available`], stopping early at `stop_at`.
+    fn index_until(&mut self, stop_at: Option<Instant>) -> Result<(), LogError> {
         let limit = self.shared.durable_position();
-        while let Some(entry) = self.journal.next(Some(limit))? {
+        loop {
+            // Checked before reading: the commit payload is the reader's position.
+            if stop_at.is_some_and(|stop_at| Instant::now() >= stop_at) {
+                tracing::warn!(
+                    indexed_seq = self.last_seq,
+                    "shutdown deadline: the rest of the journal is indexed at the next start"
+                );
+                break;
+            }
+            let Some(entry) = self.journal.next(Some(limit))? else {
+                break;
+            };
             self.add(&entry)?;
             if self.pending >= self.commit_every_records {
                 self.commit()?;

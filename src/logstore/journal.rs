@@ -15,7 +15,7 @@
 use super::LogError;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -212,96 +212,246 @@ fn frame_len(payload_len: usize) -> u64 {
     FRAME_HEADER + payload_len as u64 + 1
 }
 
+/// The valid frame starting at `at` in `bytes`, as (seq, frame length), if there is one.
+fn frame_at(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
+    let header = bytes.get(at..at.checked_add(FRAME_HEADER as usize)?)?;
+    let (len, rest) = header.split_first_chunk::<4>()?;
+    let (crc, seq) = rest.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len);
+    if len > MAX_RECORD_BYTES {
+        return None;
+    }
+    let seq = u64::from_le_bytes(seq.try_into().ok()?);
+    let payload_start = at + FRAME_HEADER as usize;
+    let payload_end = payload_start + len as usize;
+    if bytes.get(payload_end) != Some(&b'\n') {
+        return None;
+    }
+    let payload = bytes.get(payload_start..payload_end)?;
+    (frame_crc(seq, payload) == u32::from_le_bytes(*crc))
+        .then_some((seq, FRAME_HEADER as usize + len as usize + 1))
+}
+
+/// The offset of the first valid frame at or after `from` whose seq is above `after_seq`:
+/// where reading resumes past torn bytes (a failed or interrupted write).
+fn resync(bytes: &[u8], from: usize, after_seq: Option<u64>) -> Option<usize> {
+    (from..bytes.len()).find(|&at| {
+        frame_at(bytes, at).is_some_and(|(seq, _)| after_seq.is_none_or(|after| seq > after))
+    })
+}
+
+/// What a scan of a whole segment found.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SegmentScan {
+    /// The end of the last valid frame (torn bytes after it may be cut off).
+    valid_end: u64,
+    /// The last valid frame's seq.
+    last_seq: Option<u64>,
+    /// Torn byte ranges skipped between valid frames (kept: readers resync past them).
+    torn: Vec<(u64, u64)>,
+}
+
+/// Scan a segment's bytes, resyncing past torn frames so that no valid frame is lost.
+fn scan_bytes(bytes: &[u8]) -> SegmentScan {
+    let mut scan = SegmentScan::default();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        if let Some((seq, len)) = frame_at(bytes, at) {
+            at += len;
+            scan.valid_end = at as u64;
+            scan.last_seq = Some(seq);
+            continue;
+        }
+        match resync(bytes, at + 1, scan.last_seq) {
+            Some(next) => {
+                scan.torn.push((at as u64, next as u64));
+                at = next;
+            }
+            None => break,
+        }
+    }
+    scan
+}
+
+fn scan_segment(path: &Path) -> Result<SegmentScan, LogError> {
+    Ok(scan_bytes(&fs::read(path).map_err(io_at(path))?))
+}
+
+/// Wraps an I/O error with the file it happened on.
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::File {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Unsynced frames kept in memory past this many bytes (while the disk refuses writes) make
+/// [`JournalWriter::append`] refuse records, which the caller counts.
+pub const MAX_UNSYNCED_BYTES: usize = 32 * 1024 * 1024;
+/// Unwritten frames are written (not yet fsynced) past this many bytes.
+const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+
 /// Appends frames to the newest segment and fsyncs on request.
+///
+/// Frames are kept in memory from their append until the fsync that makes them durable. A
+/// failed write or fsync (a full disk) rewinds the segment to the last durable frame end (or,
+/// when that is impossible, continues in a new segment, past torn bytes readers skip) and
+/// keeps the frames for the next attempt, so a torn frame never stays in front of good ones
+/// and no appended record is lost while the process lives. The failure is logged once per
+/// episode, with the path, and its end is logged too.
 pub struct JournalWriter {
     dir: PathBuf,
-    file: BufWriter<File>,
+    file: File,
     segment: u64,
-    offset: u64,
+    /// Bytes of the segment that are written and fsynced.
+    durable_end: u64,
+    /// Frames after `durable_end`, in order; `written` of them are written but not fsynced.
+    unsynced: Vec<u8>,
+    written: usize,
+    /// The seq of the last durable frame.
+    durable_seq: u64,
     segment_bytes: u64,
     next_seq: u64,
-    dirty: bool,
+    /// The segment has bytes past `durable_end` that could not be cut off yet.
+    needs_rewind: bool,
+    /// The current failure episode: its first error, when writes fail.
+    failing: Option<String>,
+    /// Failed write or fsync attempts (each retry counts).
+    failures: u64,
 }
 
 impl JournalWriter {
     /// Open the journal in `dir` (created if missing) for appending.
     ///
-    /// A torn frame at the end of the newest segment (a crash mid-write) is cut off, so new
-    /// records follow the last whole one.
+    /// Torn bytes at the end of the newest segment (a crash or a full disk mid-write) are cut
+    /// off, so new records follow the last whole one; torn bytes between valid frames are
+    /// kept and skipped by readers, so no valid record behind them is lost.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<JournalWriter, LogError> {
-        fs::create_dir_all(dir)?;
+        fs::create_dir_all(dir).map_err(io_at(dir))?;
         let segments = list_segments(dir)?;
         let mut next_seq = 1;
-        // The newest segment's valid end; older segments are only read for the last seq.
         let (segment, offset) = match segments.last() {
             None => (1, 0),
             Some(&last) => {
-                let (valid_end, last_seq) = scan_segment(&segment_path(dir, last))?;
                 let path = segment_path(dir, last);
-                let len = fs::metadata(&path)?.len();
-                if len > valid_end {
+                let scan = scan_segment(&path)?;
+                for &(from, to) in &scan.torn {
                     tracing::warn!(
-                        segment = last,
-                        valid_end,
+                        path = %path.display(),
+                        from,
+                        to,
+                        "journal has torn bytes between valid records; readers skip them"
+                    );
+                }
+                let len = fs::metadata(&path).map_err(io_at(&path))?.len();
+                if len > scan.valid_end {
+                    tracing::warn!(
+                        path = %path.display(),
+                        valid_end = scan.valid_end,
                         file_len = len,
                         "journal has a torn tail; truncating it"
                     );
-                    let file = OpenOptions::new().write(true).open(&path)?;
-                    file.set_len(valid_end)?;
-                    file.sync_all()?;
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_at(&path))?;
+                    file.set_len(scan.valid_end).map_err(io_at(&path))?;
+                    file.sync_all().map_err(io_at(&path))?;
                 }
-                match last_seq {
+                match scan.last_seq {
                     Some(seq) => next_seq = seq + 1,
                     None => {
                         for &older in segments.iter().rev().skip(1) {
-                            if let (_, Some(seq)) = scan_segment(&segment_path(dir, older))? {
+                            if let Some(seq) = scan_segment(&segment_path(dir, older))?.last_seq {
                                 next_seq = seq + 1;
                                 break;
                             }
                         }
                     }
                 }
-                (last, valid_end)
+                (last, scan.valid_end)
             }
         };
         let file = open_segment_for_append(dir, segment)?;
         Ok(JournalWriter {
             dir: dir.to_path_buf(),
-            file: BufWriter::with_capacity(256 * 1024, file),
+            file,
             segment,
-            offset,
+            durable_end: offset,
+            unsynced: Vec::new(),
+            written: 0,
+            durable_seq: next_seq - 1,
             segment_bytes,
             next_seq,
-            dirty: false,
+            needs_rewind: false,
+            failing: None,
+            failures: 0,
         })
     }
 
     /// Make sure the next record gets a sequence number of at least `seq` (used when the
     /// index has seen more records than the surviving segments show).
     pub fn ensure_next_seq_at_least(&mut self, seq: u64) {
+        if self.unsynced.is_empty() {
+            self.durable_seq = self.durable_seq.max(seq.saturating_sub(1));
+        }
         self.next_seq = self.next_seq.max(seq);
     }
 
-    /// The sequence number the next record gets; `next_seq() - 1` records were written.
+    /// The sequence number the next record gets; `next_seq() - 1` records were appended.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
-    /// The position after the last appended record.
+    /// The position after the last appended record (durable or not).
     pub fn end(&self) -> Position {
         Position {
             segment: self.segment,
-            offset: self.offset,
+            offset: self.durable_end + self.unsynced.len() as u64,
         }
     }
 
-    /// Whether records were appended since the last [`JournalWriter::sync`].
+    /// The position after the last fsynced record: readers may read up to here.
+    pub fn durable_end(&self) -> Position {
+        Position {
+            segment: self.segment,
+            offset: self.durable_end,
+        }
+    }
+
+    /// The seq of the last fsynced record (0 before any).
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// Whether records were appended since the last successful [`JournalWriter::sync`].
     pub fn is_dirty(&self) -> bool {
-        self.dirty
+        !self.unsynced.is_empty()
+    }
+
+    /// Whether writes are failing now (a full disk): appended records wait in memory.
+    pub fn is_failing(&self) -> bool {
+        self.failing.is_some()
+    }
+
+    /// Bytes of appended frames not yet durable.
+    pub fn unsynced_bytes(&self) -> usize {
+        self.unsynced.len()
+    }
+
+    /// Failed write or fsync attempts so far.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    fn path(&self) -> PathBuf {
+        segment_path(&self.dir, self.segment)
     }
 
     /// Append one record (JSON without newlines) and return its sequence number. Durable only
-    /// after the next [`JournalWriter::sync`].
+    /// after the next successful [`JournalWriter::sync`]; until then it is kept in memory and
+    /// survives failed writes. Fails when the record is too large, or when writes have been
+    /// failing so long that [`MAX_UNSYNCED_BYTES`] are waiting (the caller counts the loss).
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, LogError> {
         let len = u32::try_from(payload.len())
             .ok()
@@ -310,66 +460,157 @@ impl JournalWriter {
                 LogError::BadRequest(format!("record of {} bytes is too large", payload.len()))
             })?;
         let size = frame_len(payload.len());
-        if self.offset > 0 && self.offset + size > self.segment_bytes {
-            self.roll()?;
+        if self.unsynced.len() + size as usize > MAX_UNSYNCED_BYTES && self.is_failing() {
+            return Err(LogError::File {
+                path: self.path(),
+                source: std::io::Error::new(
+                    ErrorKind::StorageFull,
+                    "journal writes keep failing and the in-memory retry buffer is full",
+                ),
+            });
+        }
+        if self.end().offset > 0 && self.end().offset + size > self.segment_bytes {
+            // Only roll when everything is durable; if the disk refuses, keep growing this
+            // segment and roll later.
+            if self.sync().is_ok() {
+                self.roll();
+            }
         }
         let seq = self.next_seq;
-        let mut header = [0u8; FRAME_HEADER as usize];
-        header[..4].copy_from_slice(&len.to_le_bytes());
-        header[4..8].copy_from_slice(&frame_crc(seq, payload).to_le_bytes());
-        header[8..].copy_from_slice(&seq.to_le_bytes());
-        self.file.write_all(&header)?;
-        self.file.write_all(payload)?;
-        self.file.write_all(b"\n")?;
-        self.offset += size;
+        self.unsynced.extend_from_slice(&len.to_le_bytes());
+        self.unsynced
+            .extend_from_slice(&frame_crc(seq, payload).to_le_bytes());
+        self.unsynced.extend_from_slice(&seq.to_le_bytes());
+        self.unsynced.extend_from_slice(payload);
+        self.unsynced.push(b'\n');
         self.next_seq += 1;
-        self.dirty = true;
+        if self.unsynced.len() - self.written >= WRITE_CHUNK_BYTES && !self.is_failing() {
+            // Write early (no fsync); a failure is handled and retried at the next sync.
+            let _ = self.write_unwritten();
+        }
         Ok(seq)
     }
 
-    /// Write buffered frames and fsync the segment.
+    /// Write the unwritten frames (no fsync). On failure the segment is rewound.
+    fn write_unwritten(&mut self) -> Result<(), LogError> {
+        if self.needs_rewind {
+            self.rewind();
+            if self.needs_rewind {
+                return Err(LogError::File {
+                    path: self.path(),
+                    source: std::io::Error::other("torn bytes could not be cut off yet"),
+                });
+            }
+        }
+        let pending = self.unsynced.get(self.written..).unwrap_or_default();
+        match self.file.write_all(pending) {
+            Ok(()) => {
+                self.written = self.unsynced.len();
+                Ok(())
+            }
+            Err(err) => Err(self.failed(err)),
+        }
+    }
+
+    /// Write what is unwritten and fsync the segment. On failure (a full disk) the segment is
+    /// rewound to its last durable frame end and every unsynced frame is kept for the next
+    /// call, so a later success writes them all in order.
     pub fn sync(&mut self) -> Result<(), LogError> {
-        self.file.flush()?;
-        self.file.get_ref().sync_data()?;
-        self.dirty = false;
+        if self.unsynced.is_empty() && !self.needs_rewind {
+            return Ok(());
+        }
+        self.write_unwritten()?;
+        if let Err(err) = self.file.sync_data() {
+            return Err(self.failed(err));
+        }
+        self.durable_end += self.unsynced.len() as u64;
+        self.durable_seq = self.next_seq - 1;
+        self.unsynced.clear();
+        self.written = 0;
+        if let Some(first_error) = self.failing.take() {
+            tracing::warn!(
+                path = %self.path().display(),
+                first_error,
+                failed_attempts = self.failures,
+                "journal writes succeed again; the records kept in memory are now durable"
+            );
+        }
         Ok(())
     }
 
-    fn roll(&mut self) -> Result<(), LogError> {
-        self.sync()?;
+    /// Handle a failed write or fsync: rewind, start or continue the episode, and return
+    /// the error naming the path.
+    fn failed(&mut self, err: std::io::Error) -> LogError {
+        self.failures += 1;
+        self.needs_rewind = true;
+        self.rewind();
+        let path = self.path();
+        if self.failing.is_none() {
+            tracing::error!(
+                path = %path.display(),
+                error = %err,
+                "journal write failed (disk full?); records are kept in memory and retried"
+            );
+            self.failing = Some(err.to_string());
+        }
+        LogError::File { path, source: err }
+    }
+
+    /// Cut the segment back to its durable end, or when that fails continue in a new
+    /// segment (readers resync past the torn bytes left behind).
+    fn rewind(&mut self) {
+        self.written = 0;
+        match self.file.set_len(self.durable_end) {
+            Ok(()) => self.needs_rewind = false,
+            Err(err) => {
+                let next = self.segment + 1;
+                match open_segment_for_append(&self.dir, next) {
+                    Ok(file) => {
+                        tracing::warn!(
+                            path = %self.path().display(),
+                            error = %err,
+                            "journal segment could not be rewound; continuing in a new segment"
+                        );
+                        self.file = file;
+                        self.segment = next;
+                        self.durable_end = 0;
+                        self.needs_rewind = false;
+                    }
+                    Err(_) => self.needs_rewind = true,
+                }
+            }
+        }
+    }
+
+    fn roll(&mut self) {
         let next = self.segment + 1;
-        let file = open_segment_for_append(&self.dir, next)?;
+        let file = match open_segment_for_append(&self.dir, next) {
+            Ok(file) => file,
+            Err(err) => {
+                tracing::warn!(error = %err, "journal segment cannot roll; the current one grows");
+                return;
+            }
+        };
         // Make the new file's directory entry durable too.
         if let Ok(dir) = File::open(&self.dir) {
             let _ = dir.sync_all();
         }
-        self.file = BufWriter::with_capacity(256 * 1024, file);
+        self.file = file;
         self.segment = next;
-        self.offset = 0;
+        self.durable_end = 0;
         tracing::debug!(segment = next, "journal segment rolled");
-        Ok(())
     }
 }
 
 fn open_segment_for_append(dir: &Path, number: u64) -> Result<File, LogError> {
+    let path = segment_path(dir, number);
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(segment_path(dir, number))?;
-    file.seek(SeekFrom::End(0))?;
+        .open(&path)
+        .map_err(io_at(&path))?;
+    file.seek(SeekFrom::End(0)).map_err(io_at(&path))?;
     Ok(file)
-}
-
-/// Read a whole segment: the end of its last valid frame and that frame's seq.
-fn scan_segment(path: &Path) -> Result<(u64, Option<u64>), LogError> {
-    let mut reader = BufReader::with_capacity(1024 * 1024, File::open(path)?);
-    let mut offset = 0;
-    let mut last_seq = None;
-    while let Frame::Record { seq, payload } = read_frame(&mut reader)? {
-        offset += frame_len(payload.len());
-        last_seq = Some(seq);
-    }
-    Ok((offset, last_seq))
 }
 
 /// Reads records in order from a [`Position`], across segments.
@@ -377,6 +618,8 @@ pub struct JournalReader {
     dir: PathBuf,
     position: Position,
     file: Option<BufReader<File>>,
+    /// The seq of the last record returned (resyncing only accepts later ones).
+    last_seq: Option<u64>,
 }
 
 impl JournalReader {
@@ -386,6 +629,7 @@ impl JournalReader {
             dir: dir.to_path_buf(),
             position: from,
             file: None,
+            last_seq: None,
         }
     }
 
@@ -396,17 +640,20 @@ impl JournalReader {
 
     /// The next record, if one is wholly present before `limit` (no limit: up to the end of
     /// the data). `Ok(None)` at the end, including at a torn tail; the same call later picks
-    /// up records appended since.
+    /// up records appended since. Torn bytes before `limit` (or before the end of a segment
+    /// the limit lies beyond) are skipped: reading resyncs on the next valid frame.
     pub fn next(&mut self, limit: Option<Position>) -> Result<Option<JournalEntry>, LogError> {
         loop {
             if limit.is_some_and(|limit| self.position >= limit) {
                 return Ok(None);
             }
+            let path = segment_path(&self.dir, self.position.segment);
             let file = match self.file.as_mut() {
                 Some(file) => file,
-                None => match File::open(segment_path(&self.dir, self.position.segment)) {
+                None => match File::open(&path) {
                     Ok(mut file) => {
-                        file.seek(SeekFrom::Start(self.position.offset))?;
+                        file.seek(SeekFrom::Start(self.position.offset))
+                            .map_err(io_at(&path))?;
                         self.file.insert(BufReader::with_capacity(256 * 1024, file))
                     }
                     Err(err) if err.kind() == ErrorKind::NotFound => {
@@ -415,13 +662,14 @@ impl JournalReader {
                         }
                         return Ok(None);
                     }
-                    Err(err) => return Err(err.into()),
+                    Err(err) => return Err(io_at(&path)(err)),
                 },
             };
-            match read_frame(file)? {
+            match read_frame(file).map_err(io_at(&path))? {
                 Frame::Record { seq, payload } => {
                     let position = self.position;
                     self.position.offset += frame_len(payload.len());
+                    self.last_seq = Some(seq);
                     return Ok(Some(JournalEntry {
                         seq,
                         position,
@@ -429,26 +677,58 @@ impl JournalReader {
                         payload,
                     }));
                 }
-                Frame::End => {
-                    // Re-seek next time: part of a frame may have been consumed.
-                    self.file = None;
-                    if self.skip_to_next_segment(limit)? {
-                        continue;
-                    }
-                    return Ok(None);
-                }
-                Frame::Corrupt => {
-                    self.file = None;
-                    if self.skip_to_next_segment(limit)? {
-                        tracing::warn!(
-                            segment = self.position.segment,
-                            "corrupt journal frame; skipped the rest of the segment"
-                        );
-                        continue;
-                    }
-                    return Ok(None);
-                }
+                // Data short of a whole frame is either the (still growing) end or a torn
+                // frame with valid ones after it: resyncing tells (cheap at a true end, where
+                // little or nothing follows).
+                Frame::End | Frame::Corrupt => {}
+            };
+            self.file = None;
+            if self.resync(limit)? {
+                continue;
             }
+            if self.skip_to_next_segment(limit)? {
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+
+    /// Move past torn bytes at the current position to the next valid frame before the
+    /// limit (within this segment). True when one was found.
+    fn resync(&mut self, limit: Option<Position>) -> Result<bool, LogError> {
+        let path = segment_path(&self.dir, self.position.segment);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(io_at(&path)(err)),
+        };
+        file.seek(SeekFrom::Start(self.position.offset))
+            .map_err(io_at(&path))?;
+        let mut rest = Vec::new();
+        match limit {
+            Some(limit) if limit.segment == self.position.segment => {
+                let want = limit.offset.saturating_sub(self.position.offset);
+                let _ = file
+                    .take(want)
+                    .read_to_end(&mut rest)
+                    .map_err(io_at(&path))?;
+            }
+            _ => {
+                let _ = file.read_to_end(&mut rest).map_err(io_at(&path))?;
+            }
+        }
+        match resync(&rest, 1, self.last_seq) {
+            Some(skip) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    from = self.position.offset,
+                    skipped_bytes = skip,
+                    "journal has torn bytes; skipped them to the next valid record"
+                );
+                self.position.offset += skip as u64;
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
 
@@ -624,5 +904,102 @@ mod tests {
         let entries = read_all(tmp.path(), Position::START, None);
         assert!(!entries.is_empty());
         assert_eq!(entries[0].position.segment, 3);
+    }
+    /// The bytes of one valid frame, as the writer lays it out.
+    fn frame_bytes(seq: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame_crc(seq, payload).to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(payload);
+        out.push(b'\n');
+        out
+    }
+
+    #[test]
+    fn a_torn_frame_mid_segment_is_skipped_and_a_restart_keeps_the_records_behind_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut writer = JournalWriter::open(tmp.path(), 1 << 20).unwrap();
+        for i in 1..=3 {
+            writer.append(format!("{i}").as_bytes()).unwrap();
+        }
+        writer.sync().unwrap();
+        drop(writer);
+        // A write that failed part-way (a header promising 100 bytes, then 7), followed by
+        // three good records written after it.
+        let path = segment_path(tmp.path(), 1);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&100u32.to_le_bytes()).unwrap();
+        file.write_all(&[1, 2, 3, 4, 5, 6, 7]).unwrap();
+        for seq in 4..=6u64 {
+            file.write_all(&frame_bytes(seq, format!("{seq}").as_bytes()))
+                .unwrap();
+        }
+        drop(file);
+        let file_end = Position {
+            segment: 1,
+            offset: fs::metadata(&path).unwrap().len(),
+        };
+
+        // The indexer's way (up to the durable end) and the unlimited way both resync.
+        for limit in [Some(file_end), None] {
+            let seqs: Vec<u64> = read_all(tmp.path(), Position::START, limit)
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "limit {limit:?}");
+        }
+        // A restart keeps everything behind the torn bytes and appends after the last one.
+        let mut writer = JournalWriter::open(tmp.path(), 1 << 20).unwrap();
+        assert_eq!(writer.next_seq(), 7);
+        assert_eq!(writer.end(), file_end);
+        writer.append(b"7").unwrap();
+        writer.sync().unwrap();
+        let entries = read_all(tmp.path(), Position::START, Some(writer.end()));
+        assert_eq!(entries.len(), 7);
+        assert_eq!(entries[6].payload, b"7");
+    }
+
+    #[test]
+    fn a_corrupted_frame_mid_segment_does_not_hide_the_frames_after_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut writer = JournalWriter::open(tmp.path(), 1 << 20).unwrap();
+        let mut starts = Vec::new();
+        for i in 1..=4 {
+            starts.push(writer.end().offset as usize);
+            writer.append(format!("\"record {i}\"").as_bytes()).unwrap();
+        }
+        writer.sync().unwrap();
+        let end = writer.end();
+        drop(writer);
+        let path = segment_path(tmp.path(), 1);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[starts[1] + FRAME_HEADER as usize + 2] ^= 0xFF;
+        fs::write(&path, bytes).unwrap();
+        let seqs: Vec<u64> = read_all(tmp.path(), Position::START, Some(end))
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [1, 3, 4]);
+        // The reader keeps going with records appended later.
+        let mut writer = JournalWriter::open(tmp.path(), 1 << 20).unwrap();
+        assert_eq!(writer.next_seq(), 5);
+        writer.append(b"5").unwrap();
+        writer.sync().unwrap();
+        assert_eq!(
+            read_all(tmp.path(), Position::START, Some(writer.end())).len(),
+            4
+        );
+    }
+
+    #[test]
+    fn io_errors_name_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("nope").join(segment_file_name(1));
+        let err = scan_segment(&missing).unwrap_err();
+        assert!(
+            err.to_string().contains(&*missing.to_string_lossy()),
+            "{err}"
+        );
     }
 }

@@ -21,7 +21,9 @@ pub mod indexer;
 pub mod journal;
 pub mod record;
 pub mod redact;
+mod redact_record;
 pub mod search;
+pub mod search_limits;
 mod writer;
 
 pub use indexer::RetentionReport;
@@ -35,7 +37,7 @@ use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use indexer::{CommitPayload, Indexer, IndexerCommand, LogSchema};
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -64,6 +66,18 @@ pub enum LogError {
     /// Journal or index file I/O.
     #[error("log i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// File I/O on a named journal file (a full disk names the segment).
+    #[error("log i/o on {}: {source}", path.display())]
+    File {
+        /// The file the operation was on.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A search ran past its deadline (`search_timeout_ms`) and was stopped (503).
+    #[error("search timed out after {0} ms; narrow the query or the time range")]
+    Timeout(u64),
     /// Tantivy failed.
     #[error("log index: {0}")]
     Index(String),
@@ -73,11 +87,13 @@ pub enum LogError {
 }
 
 impl LogError {
-    /// The HTTP status for this error: 400 for bad parameters or queries, 404, else 500.
+    /// The HTTP status for this error: 400 for bad parameters or queries, 404, 503 for a
+    /// search past its deadline, else 500.
     pub fn status(&self) -> u16 {
         match self {
             LogError::BadRequest(_) | LogError::BadQuery(_) => 400,
             LogError::NotFound(_) => 404,
+            LogError::Timeout(_) => 503,
             _ => 500,
         }
     }
@@ -100,6 +116,11 @@ impl From<LogError> for GatewayError {
             LogError::NotFound(_) => {
                 GatewayError::new(ErrorSource::Client, ErrorCode::NotFound, err.to_string())
             }
+            LogError::Timeout(_) => GatewayError::new(
+                ErrorSource::Internal,
+                ErrorCode::Unavailable,
+                err.to_string(),
+            ),
             _ => GatewayError::internal(err.to_string()),
         }
     }
@@ -125,8 +146,23 @@ pub(crate) struct Shared {
     pub(crate) indexed: Mutex<CommitPayload>,
     backpressure_waits: AtomicU64,
     /// Records handed over with [`LogSender::hand_off`] still waiting for channel room.
-    pending_hand_offs: AtomicU64,
+    pending_hand_offs: AtomicUsize,
+    /// The bound on `pending_hand_offs`.
+    max_pending_hand_offs: usize,
+    /// Hand-offs given back to their caller because the bound was reached.
+    hand_offs_refused: AtomicU64,
     dropped_records: AtomicU64,
+    /// Records the journal refused after its in-memory retry buffer filled (disk full for
+    /// long): counted, and logged once per episode.
+    pub(crate) unjournaled_records: AtomicU64,
+    /// The journal's write state, published by the writer: failing now, failed attempts,
+    /// bytes waiting in memory for a retry.
+    pub(crate) journal_failing: AtomicBool,
+    pub(crate) journal_write_failures: AtomicU64,
+    pub(crate) journal_unsynced_bytes: AtomicU64,
+    /// Epoch ms after which the writer skips the policy's `redact` hook (built-in detectors
+    /// only) to finish a shutdown in time; 0 = never.
+    pub(crate) hurry_at_ms: AtomicI64,
     pub(crate) write_errors: AtomicU64,
     last_commit_ms: AtomicI64,
     pub(crate) retention_runs: AtomicU64,
@@ -174,6 +210,9 @@ pub struct LogStore {
     pub(crate) reader: IndexReader,
     pub(crate) schema: LogSchema,
     journal_dir: PathBuf,
+    shutting_down: AtomicBool,
+    shutdown_timeout: Duration,
+    pub(crate) search_timeout: Duration,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -185,13 +224,17 @@ impl std::fmt::Debug for LogStore {
 }
 
 /// A cheap handle the pipeline keeps to submit records.
+///
+/// Three ways in, all bounded: [`LogSender::hand_off`] never waits and gives the record back
+/// when too many hand-offs already wait for channel room; [`LogSender::submit`] awaits room;
+/// [`LogSender::blocking_submit`] blocks the thread (for code outside any async context).
+/// None of them drops a record while the store runs.
 #[derive(Clone)]
 pub struct LogSender {
     tx: mpsc::Sender<WriterMsg>,
     shared: Arc<Shared>,
     /// Where waiting hand-offs run: the runtime that opened the store, which outlives the
     /// per-thread request runtimes (their tasks die with them).
-    #[allow(dead_code)]
     spawner: Option<tokio::runtime::Handle>,
 }
 
@@ -201,53 +244,142 @@ impl std::fmt::Debug for LogSender {
     }
 }
 
+/// One reserved waiting hand-off: gives the slot back when the wait ends, and counts the
+/// record as dropped if the wait ends without sending it (its runtime shut down).
+struct PendingSlot {
+    shared: Arc<Shared>,
+    id: Option<String>,
+}
+
+impl PendingSlot {
+    /// The wait ended; `sent` says whether the record reached the channel.
+    fn release(mut self, sent: bool) {
+        if sent {
+            self.id = None;
+        }
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.shared.pending_hand_offs.fetch_sub(1, Ordering::AcqRel);
+        if let Some(id) = self.id.take() {
+            self.shared.dropped_records.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(id, "a waiting log hand-off was cancelled; record dropped");
+        }
+    }
+}
+
 impl LogSender {
-    /// Queue a record for the log. Never drops it while the store runs: when the channel is
-    /// full this waits for room (and counts a backpressure wait). After shutdown the record is
-    /// dropped and counted.
+    /// Queue a record for the log, waiting for channel room when the channel is full (each
+    /// such wait counts in `backpressure_waits`). Never drops it while the store runs; after
+    /// shutdown the record is dropped and counted in `dropped_records`.
     pub async fn submit(&self, record: LogRecord) {
+        let message = match self.try_send(record) {
+            None => return,
+            Some(message) => message,
+        };
+        self.shared
+            .backpressure_waits
+            .fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(message)) = self.tx.send(message).await {
+            self.drop_message(message);
+        }
+    }
+
+    /// Hand a record over without waiting. `Ok` when it is in the channel, or given to one of
+    /// at most `max_pending_hand_offs` background hand-offs that wait for room (they run on
+    /// the runtime that opened the store, and [`LogStore::shutdown`] waits for them).
+    /// `Err(record)` gives the record back when that bound is reached (or no runtime can run
+    /// the wait): the caller then awaits [`LogSender::submit`] (backpressure). After
+    /// shutdown the record is dropped and counted, and this returns `Ok`.
+    // The record goes back by value so the caller can `submit` it: this signature is the
+    // pipeline's contract, and the Err path is the rare backpressure case.
+    #[allow(clippy::result_large_err)]
+    pub fn hand_off(&self, record: LogRecord) -> Result<(), LogRecord> {
+        let message = match self.try_send(record) {
+            None => return Ok(()),
+            Some(message) => message,
+        };
+        let WriterMsg::Record(record) = message else {
+            return Ok(());
+        };
+        let runtime = self
+            .spawner
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok());
+        let Some(runtime) = runtime else {
+            return Err(*record);
+        };
+        let max = self.shared.max_pending_hand_offs;
+        let reserved = self.shared.pending_hand_offs.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |pending| (pending < max).then_some(pending + 1),
+        );
+        if reserved.is_err() {
+            self.shared
+                .hand_offs_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(*record);
+        }
+        let slot = PendingSlot {
+            shared: self.shared.clone(),
+            id: Some(record.id.clone()),
+        };
+        let tx = self.tx.clone();
+        drop(runtime.spawn(async move {
+            let sent = tx.send(WriterMsg::Record(record)).await.is_ok();
+            // Unsent (the store closed): the slot counts the drop.
+            slot.release(sent);
+        }));
+        Ok(())
+    }
+
+    /// Queue a record from a thread that must not (or cannot) await, such as a stream body
+    /// dropped while its runtime shuts down: blocks the thread until the record is accepted.
+    /// Inside a runtime it first tries a bounded background hand-off; only past that bound
+    /// does it block the thread (counted as a backpressure wait). Never panics, never drops
+    /// a record while the store runs.
+    pub fn blocking_submit(&self, record: LogRecord) {
+        let record = match self.hand_off(record) {
+            Ok(()) => return,
+            Err(record) => record,
+        };
+        let message = match self.try_send(record) {
+            None => return,
+            Some(message) => message,
+        };
+        self.shared
+            .backpressure_waits
+            .fetch_add(1, Ordering::Relaxed);
+        // `unconstrained`: inside a runtime, the task's cooperative budget must not make the
+        // send pend forever while this thread is parked.
+        let send = tokio::task::unconstrained(self.tx.send(message));
+        if let Err(mpsc::error::SendError(message)) = block_on(send) {
+            self.drop_message(message);
+        }
+    }
+
+    /// Push into the channel if there is room. `None` when done (sent, or dropped after
+    /// shutdown); `Some(message)` when the channel is full.
+    fn try_send(&self, record: LogRecord) -> Option<WriterMsg> {
         if !self.shared.accepting.load(Ordering::Acquire) {
             self.drop_record(&record.id);
-            return;
+            return None;
         }
         match self.tx.try_send(WriterMsg::Record(Box::new(record))) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                self.shared
-                    .backpressure_waits
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Err(mpsc::error::SendError(WriterMsg::Record(record))) =
-                    self.tx.send(message).await
-                {
-                    self.drop_record(&record.id);
-                }
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(message)) => Some(message),
+            Err(mpsc::error::TrySendError::Closed(message)) => {
+                self.drop_message(message);
+                None
             }
-            Err(mpsc::error::TrySendError::Closed(WriterMsg::Record(record))) => {
-                self.drop_record(&record.id)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
-    /// Hand a record over without waiting; the record back when the caller must wait.
-    pub fn hand_off(&self, record: LogRecord) -> Result<(), Box<LogRecord>> {
-        match self.tx.try_send(WriterMsg::Record(Box::new(record))) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(WriterMsg::Record(record))) => Err(record),
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(WriterMsg::Record(record))) => {
-                self.drop_record(&record.id);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
-        }
-    }
-
-    /// Block the thread until the log takes the record (callers outside any runtime).
-    pub fn blocking_submit(&self, record: LogRecord) {
-        if let Err(mpsc::error::SendError(WriterMsg::Record(record))) =
-            self.tx.blocking_send(WriterMsg::Record(Box::new(record)))
-        {
+    fn drop_message(&self, message: WriterMsg) {
+        if let WriterMsg::Record(record) = message {
             self.drop_record(&record.id);
         }
     }
@@ -258,6 +390,34 @@ impl LogSender {
     }
 }
 
+/// Wakes a parked thread.
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Run a future to completion on this thread, parking it between polls. Unlike tokio's
+/// `blocking_send` it works inside and outside a runtime (the channel is served by the
+/// writer's own thread, so parking here cannot deadlock it).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
 impl LogStore {
     /// Open (or create) the log under `cfg.dir`, recover the journal, and start the writer
     /// and indexer threads. `extra_redact` is the policy's `redact(text)` hook.
@@ -265,7 +425,13 @@ impl LogStore {
         cfg: &LogsConfig,
         extra_redact: Option<RedactHook>,
     ) -> Result<Arc<LogStore>, LogError> {
-        let problems = cfg.problems();
+        let mut problems = cfg.problems();
+        if cfg.search_timeout_ms == 0 {
+            problems.push("logs.search_timeout_ms: must be greater than 0".to_string());
+        }
+        if cfg.shutdown_timeout_ms < 100 {
+            problems.push("logs.shutdown_timeout_ms: must be at least 100".to_string());
+        }
         if !problems.is_empty() {
             return Err(LogError::Config(problems.join("; ")));
         }
@@ -296,8 +462,15 @@ impl LogStore {
             durable: Mutex::new((journal.end(), last_seq)),
             indexed: Mutex::new(start),
             backpressure_waits: AtomicU64::new(0),
-            pending_hand_offs: AtomicU64::new(0),
+            pending_hand_offs: AtomicUsize::new(0),
+            max_pending_hand_offs: cfg.max_pending_hand_offs,
+            hand_offs_refused: AtomicU64::new(0),
             dropped_records: AtomicU64::new(0),
+            unjournaled_records: AtomicU64::new(0),
+            journal_failing: AtomicBool::new(false),
+            journal_write_failures: AtomicU64::new(0),
+            journal_unsynced_bytes: AtomicU64::new(0),
+            hurry_at_ms: AtomicI64::new(0),
             write_errors: AtomicU64::new(0),
             last_commit_ms: AtomicI64::new(0),
             retention_runs: AtomicU64::new(0),
@@ -327,12 +500,16 @@ impl LogStore {
             indexer: indexer_tx.clone(),
             fsync_interval: Duration::from_millis(cfg.fsync_interval_ms),
             rx,
+            hurrying: false,
+            refusing: false,
         };
         let indexer_thread = std::thread::Builder::new()
             .name("log-indexer".into())
             .spawn(move || indexer.run())?;
         let writer_thread = std::thread::Builder::new()
             .name("log-writer".into())
+            // Serialising and redacting walk nested request values recursively.
+            .stack_size(16 * 1024 * 1024)
             .spawn(move || writer.run())?;
         tracing::info!(
             dir = %cfg.dir.display(),
@@ -349,6 +526,9 @@ impl LogStore {
             reader,
             schema,
             journal_dir,
+            shutting_down: AtomicBool::new(false),
+            shutdown_timeout: Duration::from_millis(cfg.shutdown_timeout_ms),
+            search_timeout: Duration::from_millis(cfg.search_timeout_ms),
         }))
     }
 
@@ -421,8 +601,15 @@ impl LogStore {
             "lag_records": lag_records,
             "lag_ms": lag_ms,
             "backpressure_waits": self.shared.backpressure_waits.load(Ordering::Relaxed),
+            "pending_hand_offs": self.shared.pending_hand_offs.load(Ordering::Relaxed),
+            "max_pending_hand_offs": self.shared.max_pending_hand_offs,
+            "hand_offs_refused": self.shared.hand_offs_refused.load(Ordering::Relaxed),
             "dropped_records": self.shared.dropped_records.load(Ordering::Relaxed),
             "write_errors": self.shared.write_errors.load(Ordering::Relaxed),
+            "journal_failing": self.shared.journal_failing.load(Ordering::Relaxed),
+            "journal_write_failures": self.shared.journal_write_failures.load(Ordering::Relaxed),
+            "journal_unsynced_bytes": self.shared.journal_unsynced_bytes.load(Ordering::Relaxed),
+            "unjournaled_records": self.shared.unjournaled_records.load(Ordering::Relaxed),
             "last_commit_at": last_commit_at,
             "index_docs": self.reader.searcher().num_docs(),
             "journal_bytes": journal::journal_bytes(&self.journal_dir),
@@ -430,39 +617,84 @@ impl LogStore {
         })
     }
 
-    /// Stop accepting records, write and fsync everything queued, let the indexer catch up
-    /// and commit, and join the threads. Call on SIGTERM; later calls return at once.
+    /// Stop accepting records, journal and fsync everything queued, let the indexer commit,
+    /// and join the threads. Call on SIGTERM; later calls return at once.
+    ///
+    /// Bounded by `shutdown_timeout_ms` (plus at most a second for the final index commit):
+    /// - records already accepted (in the channel or in waiting hand-offs) are journaled;
+    ///   from half the budget on, the writer skips the policy's `redact` hook and redacts
+    ///   with the built-in detectors only (never writing unredacted text), which takes
+    ///   microseconds per record, so even thousands queued behind a slow hook make it;
+    /// - the indexer indexes what it can until the deadline and commits; whatever it did not
+    ///   reach is in the journal and indexed at the next start;
+    /// - if the writer still has not finished at the deadline (a hook stuck in one call), this
+    ///   stops waiting, logs how many records were still queued, and returns.
     pub async fn shutdown(&self) {
+        if self.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let budget = self.shutdown_timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + budget;
+        let half_ms = i64::try_from(budget.as_millis() / 2).unwrap_or(i64::MAX);
+        self.shared
+            .hurry_at_ms
+            .store(now_ms().saturating_add(half_ms).max(1), Ordering::Release);
         // Records of the last requests may still be waiting for channel room: let them in.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         while self.shared.pending_hand_offs.load(Ordering::Acquire) > 0
             && tokio::time::Instant::now() < deadline
         {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if !self.shared.accepting.swap(false, Ordering::AcqRel) {
-            return;
+        self.shared.accepting.store(false, Ordering::Release);
+        let writer_done = async {
+            let (reply, done) = oneshot::channel();
+            if self.tx.send(WriterMsg::Shutdown(reply)).await.is_ok() {
+                let _ = done.await;
+            }
+        };
+        let mut clean = true;
+        if tokio::time::timeout_at(deadline, writer_done)
+            .await
+            .is_err()
+        {
+            clean = false;
+            let queued = self.tx.max_capacity() - self.tx.capacity();
+            tracing::error!(
+                queued,
+                pending_hand_offs = self.shared.pending_hand_offs.load(Ordering::Acquire),
+                budget_ms = budget.as_millis() as u64,
+                "log writer did not finish within the shutdown budget; queued records are lost"
+            );
         }
+        // The indexer stops indexing at the deadline and commits what it has.
         let (reply, done) = oneshot::channel();
-        if self.tx.send(WriterMsg::Shutdown(reply)).await.is_ok() {
-            let _ = done.await;
-        }
-        let (reply, done) = oneshot::channel();
+        let stop_at = std::time::Instant::now()
+            + deadline.saturating_duration_since(tokio::time::Instant::now());
         if self
             .indexer_tx
-            .send(IndexerCommand::Shutdown(reply))
+            .send(IndexerCommand::Shutdown(stop_at, reply))
             .is_ok()
         {
-            let _ = done.await;
-        }
-        let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
-        let _ = tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                let _ = thread.join();
+            let commit_grace = deadline + Duration::from_secs(1);
+            if tokio::time::timeout_at(commit_grace, done).await.is_err() {
+                clean = false;
+                tracing::error!("log indexer did not commit within the shutdown budget");
             }
-        })
-        .await;
-        tracing::info!("log store shut down");
+        }
+        if clean {
+            let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
+            let _ = tokio::task::spawn_blocking(move || {
+                for thread in threads {
+                    let _ = thread.join();
+                }
+            })
+            .await;
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "log store shut down"
+        );
     }
 
     /// Stop both threads at once, without fsync or commit, as a SIGKILL would.
@@ -477,5 +709,7 @@ impl LogStore {
     }
 }
 
+#[cfg(test)]
+mod redact_more_tests;
 #[cfg(test)]
 mod tests;

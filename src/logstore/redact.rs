@@ -51,12 +51,19 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
-const EMAIL: &str = r"(?-u)[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}";
+/// Internationalised too: letters and marks of any script (`josé@exämple.de`, `用户@例子.中国`).
+const EMAIL: &str =
+    r"[\p{L}\p{M}\p{N}._%+\-]+@[\p{L}\p{M}\p{N}\-]+(?:\.[\p{L}\p{M}\p{N}\-]+)*\.[\p{L}\p{M}]{2,}";
 const PHONE_INTL: &str = r"(?-u)\+[1-9]\d{0,2}(?:[ .\-]?\(?\d{1,5}\)?){1,6}";
 const PHONE_US: &str = r"(?-u)(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b";
 const PHONE_NATIONAL: &str = r"(?-u)\b0\d{1,4}(?:[ .\-/]\d{2,8}){1,4}\b";
-const CARD: &str = r"(?-u)\b\d(?:[ \-]?\d){12,18}\b";
-const IBAN: &str = r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b";
+/// Plain 10-digit North American numbers (`4155552671`, optionally `1` first): NANP shape,
+/// checked against id-like context by [`check_phone_plain`].
+const PHONE_PLAIN: &str = r"(?-u)\b1?[2-9][0-8]\d[2-9]\d{6}\b";
+/// Digits with single or double separators: space, dash, dot, (narrow) no-break space.
+const CARD: &str = r"\b[0-9](?:[ \-.\x{00A0}\x{202F}]{0,2}[0-9]){12,18}\b";
+/// Any case, any spacing; the length per country and mod 97 are checked.
+const IBAN: &str = r"(?i)\b[a-z]{2}[0-9]{2}(?:[ \x{00A0}]{0,2}[a-z0-9]){11,30}";
 const SSN: &str = r"(?-u)\b\d{3}-\d{2}-\d{4}\b";
 const IPV4: &str =
     r"(?-u)\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b";
@@ -79,6 +86,8 @@ const SECRET_PATTERNS: &[(&str, Option<Check>)] = &[
     (r"(?-u)\bgh[pousr]_[A-Za-z0-9]{30,}\b", None),
     (r"(?-u)\bxox[abprs]-[A-Za-z0-9\-]{10,}", None),
     (r"(?-u)\bAIza[0-9A-Za-z_\-]{35}", None),
+    // AWS secret access keys: 40 base64-ish characters near `aws`/`secret` or a key id.
+    (r"(?-u)[A-Za-z0-9/+]{40}", Some(check_aws_secret)),
 ];
 
 impl Redactor {
@@ -132,6 +141,7 @@ impl Redactor {
             add(PHONE_INTL, "[PHONE]", Some(check_phone_intl))?;
             add(PHONE_US, "[PHONE]", Some(check_phone_us))?;
             add(PHONE_NATIONAL, "[PHONE]", Some(check_phone_national))?;
+            add(PHONE_PLAIN, "[PHONE]", Some(check_phone_plain))?;
         }
         let any = RegexSet::new(detectors.iter().map(|d| d.regex.as_str()))
             .map_err(|err| LogError::Config(format!("redaction patterns: {err}")))?;
@@ -150,6 +160,12 @@ impl Redactor {
 
     /// The text with every find replaced by its placeholder; borrowed when nothing matched.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.redact_with(text, true)
+    }
+
+    /// [`Redactor::redact`], with or without the policy's hook (skipped only to finish a
+    /// shutdown in time: the built-in detectors and operator patterns always run).
+    pub fn redact_with<'a>(&self, text: &'a str, use_hook: bool) -> Cow<'a, str> {
         let mut current = Cow::Borrowed(text);
         // Placeholders are bracketed words, so a replacement never creates a new find:
         // one pass over the input says which detectors can match at all.
@@ -162,7 +178,7 @@ impl Redactor {
                 current = Cow::Owned(replaced);
             }
         }
-        if let Some(hook) = &self.hook {
+        if let Some(hook) = self.hook.as_ref().filter(|_| use_hook) {
             if let Some(replaced) = hook(&current) {
                 current = Cow::Owned(replaced);
             }
@@ -172,7 +188,11 @@ impl Redactor {
 
     /// Redact one string in place.
     pub fn redact_string(&self, text: &mut String) {
-        let replaced = match self.redact(text) {
+        self.redact_string_with(text, true);
+    }
+
+    pub(crate) fn redact_string_with(&self, text: &mut String, use_hook: bool) {
+        let replaced = match self.redact_with(text, use_hook) {
             Cow::Borrowed(_) => None,
             Cow::Owned(new) => Some(new),
         };
@@ -184,11 +204,13 @@ impl Redactor {
     /// Redact every free-text place of a record: message text parts (tool results
     /// included), tool call arguments, metadata values, the end user, output text, output
     /// tool call arguments and errors. Inline images (`data:` URLs, base64) become `[IMAGE]`.
-    pub fn redact_record(&self, record: &mut LogRecord) {
+    /// (The fallback of [`Redactor::redact_record`]; see `redact_record.rs` for the walk of
+    /// every string that the journal uses.)
+    pub(crate) fn redact_known_fields(&self, record: &mut LogRecord, use_hook: bool) {
         for message in &mut record.request.messages {
             for part in &mut message.content {
                 match part {
-                    ContentPart::Text { text } => self.redact_string(text),
+                    ContentPart::Text { text } => self.redact_string_with(text, use_hook),
                     ContentPart::Image { source, .. } => match source {
                         ImageSource::Url { url } => {
                             let is_data = url
@@ -197,7 +219,7 @@ impl Redactor {
                             if is_data {
                                 *url = "[IMAGE]".to_string();
                             } else {
-                                self.redact_string(url);
+                                self.redact_string_with(url, use_hook);
                             }
                         }
                         ImageSource::Base64 { data, .. } => *data = "[IMAGE]".to_string(),
@@ -205,53 +227,68 @@ impl Redactor {
                 }
             }
             for call in &mut message.tool_calls {
-                self.redact_string(&mut call.arguments);
+                self.redact_string_with(&mut call.arguments, use_hook);
             }
         }
         for value in record.request.metadata.values_mut() {
-            self.redact_string(value);
+            self.redact_string_with(value, use_hook);
         }
         if let Some(end_user) = &mut record.request.end_user {
-            self.redact_string(end_user);
+            self.redact_string_with(end_user, use_hook);
         }
-        self.redact_string(&mut record.output_text);
+        self.redact_string_with(&mut record.output_text, use_hook);
         for call in &mut record.output_tool_calls {
-            self.redact_string(&mut call.arguments);
+            self.redact_string_with(&mut call.arguments, use_hook);
         }
         if let Some(error) = &mut record.error {
-            self.redact_string(error);
+            self.redact_string_with(error, use_hook);
         }
         for attempt in &mut record.attempts {
             if let Some(error) = &mut attempt.error {
-                self.redact_string(error);
+                self.redact_string_with(error, use_hook);
             }
         }
     }
 }
 
-/// Replace every accepted find of one detector; `None` when nothing was replaced.
+/// Replace every accepted find of one detector; `None` when nothing was replaced. After a
+/// candidate the check rejects, the search resumes one character after its start, so a
+/// greedy candidate cannot hide a real find inside it.
 fn apply(detector: &Detector, text: &str) -> Option<String> {
     let mut out: Option<String> = None;
     let mut copied_to = 0;
-    for found in detector.regex.find_iter(text) {
-        let (start, end) = match detector.check {
-            None => (found.start(), found.end()),
-            Some(check) => match check(text, found.start(), found.end()) {
-                Some(range) => range,
-                None => continue,
-            },
+    let mut from = 0;
+    while let Some(found) = detector.regex.find_at(text, from) {
+        let accepted = match detector.check {
+            None => Some((found.start(), found.end())),
+            Some(check) => check(text, found.start(), found.end()),
         };
-        if start < copied_to || end < start {
+        let Some((start, end)) =
+            accepted.filter(|&(start, end)| start >= copied_to && end >= start)
+        else {
+            from = next_char(text, found.start());
             continue;
-        }
+        };
         let buffer = out.get_or_insert_with(|| String::with_capacity(text.len()));
         buffer.push_str(text.get(copied_to..start).unwrap_or_default());
         buffer.push_str(&detector.placeholder);
         copied_to = end;
+        from = if end > found.start() {
+            end
+        } else {
+            next_char(text, found.start())
+        };
     }
     let mut buffer = out?;
     buffer.push_str(text.get(copied_to..).unwrap_or_default());
     Some(buffer)
+}
+
+/// The byte offset of the character after the one at `at` (the end when none).
+fn next_char(text: &str, at: usize) -> usize {
+    text.get(at..)
+        .and_then(|rest| rest.chars().next())
+        .map_or(text.len() + 1, |c| at + c.len_utf8())
 }
 
 fn char_before(text: &str, at: usize) -> Option<char> {
@@ -317,7 +354,22 @@ fn check_card(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     // Diners, JCB, Visa, Mastercard, Discover); this spares epoch milliseconds and the like.
     let first = *number.first()?;
     let ok = (13..=19).contains(&number.len()) && (2..=6).contains(&first) && luhn_valid(&number);
-    ok.then_some((start, end))
+    // Dots also separate decimals and versions: with dots, only card-shaped groups count
+    // (4-4-4-…, or Amex 4-6-5).
+    let card_groups = || {
+        let groups: Vec<usize> = found
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|g| !g.is_empty())
+            .map(str::len)
+            .collect();
+        let amex = groups == [4, 6, 5];
+        let fours = groups.len() >= 3
+            && groups
+                .split_last()
+                .is_some_and(|(_, init)| init.iter().all(|&g| g == 4));
+        amex || fours
+    };
+    (ok && (!found.contains('.') || card_groups())).then_some((start, end))
 }
 
 /// The IBAN's check digits are valid (ISO 13616 mod 97).
@@ -342,15 +394,116 @@ pub fn iban_valid(iban: &str) -> bool {
     remainder == 1
 }
 
+/// IBAN lengths by country (ISO 13616 registry).
+const IBAN_LENGTHS: &[(&str, usize)] = &[
+    ("AD", 24),
+    ("AE", 23),
+    ("AL", 28),
+    ("AT", 20),
+    ("AZ", 28),
+    ("BA", 20),
+    ("BE", 16),
+    ("BG", 22),
+    ("BH", 22),
+    ("BR", 29),
+    ("BY", 28),
+    ("CH", 21),
+    ("CR", 22),
+    ("CY", 28),
+    ("CZ", 24),
+    ("DE", 22),
+    ("DK", 18),
+    ("DO", 28),
+    ("EE", 20),
+    ("EG", 29),
+    ("ES", 24),
+    ("FI", 18),
+    ("FO", 18),
+    ("FR", 27),
+    ("GB", 22),
+    ("GE", 22),
+    ("GI", 23),
+    ("GL", 18),
+    ("GR", 27),
+    ("GT", 28),
+    ("HR", 21),
+    ("HU", 28),
+    ("IE", 22),
+    ("IL", 23),
+    ("IQ", 23),
+    ("IS", 26),
+    ("IT", 27),
+    ("JO", 30),
+    ("KW", 30),
+    ("KZ", 20),
+    ("LB", 28),
+    ("LC", 32),
+    ("LI", 21),
+    ("LT", 20),
+    ("LU", 20),
+    ("LV", 21),
+    ("MC", 27),
+    ("MD", 24),
+    ("ME", 22),
+    ("MK", 19),
+    ("MR", 27),
+    ("MT", 31),
+    ("MU", 30),
+    ("NL", 18),
+    ("NO", 15),
+    ("PK", 24),
+    ("PL", 28),
+    ("PS", 29),
+    ("PT", 25),
+    ("QA", 29),
+    ("RO", 24),
+    ("RS", 22),
+    ("SA", 24),
+    ("SC", 31),
+    ("SE", 24),
+    ("SI", 19),
+    ("SK", 24),
+    ("SM", 27),
+    ("ST", 25),
+    ("SV", 28),
+    ("TL", 23),
+    ("TN", 24),
+    ("TR", 26),
+    ("UA", 29),
+    ("VA", 22),
+    ("VG", 24),
+    ("XK", 20),
+];
+
 fn check_iban(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
-    // Try the whole candidate, then shorter ones ending at a group boundary.
     let found = text.get(start..end)?;
-    let mut ends: Vec<usize> = found.match_indices(' ').map(|(i, _)| i).collect();
-    ends.push(found.len());
-    ends.into_iter()
-        .rev()
-        .find(|&len| found.get(..len).is_some_and(iban_valid))
-        .map(|len| (start, start + len))
+    let country = found.get(..2)?.to_ascii_uppercase();
+    let &(_, length) = IBAN_LENGTHS.iter().find(|(code, _)| *code == country)?;
+    // The IBAN ends after exactly `length` letters and digits (the greedy candidate may run
+    // on into the next words), at the end of a word.
+    let mut count = 0;
+    let mut iban_end = None;
+    for (i, c) in found.char_indices() {
+        if c.is_ascii_alphanumeric() {
+            count += 1;
+            if count == length {
+                iban_end = Some(start + i + 1);
+                break;
+            }
+        }
+    }
+    let iban_end = iban_end?;
+    if char_after(text, iban_end).is_some_and(char::is_alphanumeric) {
+        return None;
+    }
+    let iban = text.get(start..iban_end)?;
+    // Account numbers are mostly digits: spares prose that happens to follow `de12 `.
+    let bban = iban.chars().filter(char::is_ascii_alphanumeric).skip(4);
+    let (bban_digits, bban_len) = bban.fold((0, 0), |(d, n), c| {
+        (d + usize::from(c.is_ascii_digit()), n + 1)
+    });
+    let digit_heavy = bban_digits * 2 >= bban_len;
+    (digit_heavy && iban_valid(iban)).then_some((start, iban_end))
 }
 
 fn check_ssn(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
@@ -418,6 +571,81 @@ fn check_phone_intl(text: &str, start: usize, end: usize) -> Option<(usize, usiz
     let count = digits(found).len();
     let valid = !glued && (8..=15).contains(&count) && !continues_number(text, end);
     valid.then_some((start, end))
+}
+
+/// Words right before a plain number that make it an id, not a phone number.
+const ID_WORDS: &[&str] = &[
+    "order",
+    "invoice",
+    "ticket",
+    "ref",
+    "reference",
+    "id",
+    "sku",
+    "acct",
+    "account",
+    "tracking",
+    "serial",
+    "ts",
+    "timestamp",
+    "isbn",
+    "no",
+    "nr",
+    "build",
+    "version",
+    "case",
+];
+
+fn check_phone_plain(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let glued = |c: Option<char>| {
+        c.is_some_and(|c| c.is_alphanumeric() || matches!(c, '#' | '_' | '/' | '$' | '=' | '.'))
+    };
+    if glued(char_before(text, start))
+        || follows_number(text, start)
+        || continues_number(text, end)
+        || char_after(text, end).is_some_and(|c| c.is_alphanumeric() || c == '_')
+    {
+        return None;
+    }
+    // The last word before it (`order 4155552671`, `id: 4155552671`) names an id.
+    let before = text.get(..start).unwrap_or_default();
+    let window = before
+        .get(before.len().saturating_sub(24)..)
+        .unwrap_or(before);
+    let last_word = window
+        .split(|c: char| !c.is_alphanumeric())
+        .rfind(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase);
+    let id_like = last_word.is_some_and(|w| ID_WORDS.contains(&w.as_str()));
+    (!id_like).then_some((start, end))
+}
+
+fn check_aws_secret(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let base64ish =
+        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '+'));
+    // `KEY=secret` is common; padding after it means a longer base64 value.
+    if base64ish(char_before(text, start))
+        || base64ish(char_after(text, end))
+        || char_after(text, end) == Some('=')
+    {
+        return None;
+    }
+    let key = text.get(start..end)?;
+    // Real keys mix cases and digits (spares hex digests and words).
+    let mixed = key.chars().any(|c| c.is_ascii_uppercase())
+        && key.chars().any(|c| c.is_ascii_lowercase())
+        && key.chars().any(|c| c.is_ascii_digit());
+    // Near `aws`, `secret` or a key id (already masked to `[SECRET]` by then).
+    let before = text.get(..start).unwrap_or_default();
+    let mut from = before.len().saturating_sub(80);
+    while !before.is_char_boundary(from) {
+        from += 1;
+    }
+    let context = before.get(from..).unwrap_or_default().to_ascii_lowercase();
+    let near = ["aws", "secret", "akia", "asia"]
+        .iter()
+        .any(|w| context.contains(w));
+    (mixed && near).then_some((start, end))
 }
 
 fn check_phone_us(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {

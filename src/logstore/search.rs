@@ -11,6 +11,7 @@
 
 use super::indexer::{input_text, output_text};
 use super::record::LogRecord;
+use super::search_limits::{check_query, is_deadline, WithDeadline, MAX_OFFSET};
 use super::{LogError, LogStore};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -18,6 +19,7 @@ use regex::{Captures, Regex};
 use serde::Serialize;
 use std::ops::Bound;
 use std::sync::LazyLock;
+use std::time::Instant;
 use tantivy::collector::{Count, CustomScorer, CustomSegmentScorer, TopDocs};
 use tantivy::columnar::Column;
 use tantivy::query::{
@@ -287,6 +289,9 @@ pub struct SearchResults {
 /// The newest-first sort key: (start time ms, journal seq).
 type SortKey = (i64, u64);
 
+/// One page: the total match count, the hits (with scores when score-sorted), the next cursor.
+type Page = (usize, Vec<(DocAddress, Option<f32>)>, Option<String>);
+
 fn encode_cursor(text: &str) -> String {
     URL_SAFE_NO_PAD.encode(text)
 }
@@ -314,9 +319,19 @@ fn newest_cursor(cursor: &str) -> Result<SortKey, LogError> {
 
 fn offset_cursor(cursor: &str) -> Result<usize, LogError> {
     let text = decode_cursor(cursor)?;
-    text.strip_prefix("o:")
+    let offset: usize = text
+        .strip_prefix("o:")
         .and_then(|offset| offset.parse().ok())
-        .ok_or_else(|| bad("cursor", "not a cursor of a score-sorted search"))
+        .ok_or_else(|| bad("cursor", "not a cursor of a score-sorted search"))?;
+    if offset > MAX_OFFSET {
+        return Err(bad(
+            "cursor",
+            &format!(
+                "out of range (score-sorted pages end at {MAX_OFFSET} hits; narrow the query)"
+            ),
+        ));
+    }
+    Ok(offset)
 }
 
 /// Scores documents by (time, seq), or `None` for those not strictly before the cursor.
@@ -357,12 +372,32 @@ impl CustomSegmentScorer<Option<SortKey>> for NewestFirstSegment {
 
 impl LogStore {
     /// Search the log. Sees what the last index commit holds (see [`LogStore::sync`]).
+    /// A query too long or complex is a [`LogError::BadQuery`]; a search still running after
+    /// `search_timeout_ms` stops with [`LogError::Timeout`].
     pub fn search(&self, params: &SearchParams) -> Result<SearchResults, LogError> {
+        self.search_until(params, Instant::now() + self.search_timeout)
+    }
+
+    /// [`LogStore::search`] with an explicit deadline.
+    pub(crate) fn search_until(
+        &self,
+        params: &SearchParams,
+        deadline: Instant,
+    ) -> Result<SearchResults, LogError> {
+        let timeout_ms = self.search_timeout.as_millis() as u64;
+        let timed_out = |err: tantivy::TantivyError| {
+            if is_deadline(&err) {
+                LogError::Timeout(timeout_ms)
+            } else {
+                LogError::from(err)
+            }
+        };
         let fields = &self.schema;
         let limit = params.limit.clamp(1, MAX_LIMIT);
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let mut text_query: Option<Box<dyn Query>> = None;
         if let Some(q) = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            check_query(q)?;
             let mut parser = QueryParser::for_index(
                 &self.index,
                 vec![fields.input, fields.output, fields.error],
@@ -424,15 +459,18 @@ impl LogStore {
         };
 
         let searcher = self.reader.searcher();
-        let total = searcher.search(&query, &Count)?;
-        let (found, next_cursor): (Vec<(DocAddress, Option<f32>)>, Option<String>) = match params
-            .sort
-        {
+        let (total, found, next_cursor): Page = match params.sort {
             SearchSort::Newest => {
                 let before = params.cursor.as_deref().map(newest_cursor).transpose()?;
-                let collector = TopDocs::with_limit(limit + 1).custom_score(NewestFirst { before });
-                let mut top: Vec<(SortKey, DocAddress)> = searcher
-                    .search(&query, &collector)?
+                let collector = WithDeadline::new(
+                    (
+                        Count,
+                        TopDocs::with_limit(limit + 1).custom_score(NewestFirst { before }),
+                    ),
+                    deadline,
+                );
+                let (total, top) = searcher.search(&query, &collector).map_err(timed_out)?;
+                let mut top: Vec<(SortKey, DocAddress)> = top
                     .into_iter()
                     .filter_map(|(key, address)| key.map(|key| (key, address)))
                     .collect();
@@ -442,12 +480,8 @@ impl LogStore {
                     .last()
                     .filter(|_| more)
                     .map(|((time, seq), _)| encode_cursor(&format!("t:{time}:{seq}")));
-                (
-                    top.into_iter()
-                        .map(|(_, address)| (address, None))
-                        .collect(),
-                    next,
-                )
+                let hits = top.into_iter().map(|(_, address)| (address, None));
+                (total, hits.collect(), next)
             }
             SearchSort::Score => {
                 let offset = params
@@ -456,15 +490,18 @@ impl LogStore {
                     .map(offset_cursor)
                     .transpose()?
                     .unwrap_or(0);
-                let top =
-                    searcher.search(&query, &TopDocs::with_limit(limit + 1).and_offset(offset))?;
+                let collector = WithDeadline::new(
+                    (Count, TopDocs::with_limit(limit + 1).and_offset(offset)),
+                    deadline,
+                );
+                let (total, top) = searcher.search(&query, &collector).map_err(timed_out)?;
                 let more = top.len() > limit;
                 let next = more.then(|| encode_cursor(&format!("o:{}", offset + limit)));
                 let hits = top
                     .into_iter()
                     .take(limit)
                     .map(|(score, address)| (address, Some(score)));
-                (hits.collect(), next)
+                (total, hits.collect(), next)
             }
         };
 
@@ -484,6 +521,9 @@ impl LogStore {
         let output_snippets = generator(snippet_fields.1, fields.output)?;
         let mut hits = Vec::with_capacity(found.len());
         for (address, score) in found {
+            if Instant::now() >= deadline {
+                return Err(LogError::Timeout(timeout_ms));
+            }
             let Some(json) = self.stored_json(&searcher, address)? else {
                 continue;
             };

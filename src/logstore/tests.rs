@@ -3,6 +3,9 @@
 
 use super::*;
 use crate::canonical::{ChatRequest, Message, Role, Usage};
+use crate::error::GatewayError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -680,4 +683,379 @@ fn a_record_of_another_shape_is_still_indexed_by_id_and_time() {
         1
     );
     assert!(schema.fallback_document(b"[1,2]", 1).is_none());
+}
+
+/// A redact hook that blocks every call while its gate is closed and records that it ran.
+struct GatedHook {
+    hook: RedactHook,
+    open: Arc<AtomicBool>,
+    entered: Arc<AtomicBool>,
+}
+
+fn gated_hook() -> GatedHook {
+    let open = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(AtomicBool::new(false));
+    let (gate, seen) = (open.clone(), entered.clone());
+    let hook: RedactHook = Arc::new(move |_text: &str| {
+        seen.store(true, Ordering::SeqCst);
+        while !gate.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    });
+    GatedHook {
+        hook,
+        open,
+        entered,
+    }
+}
+
+async fn wait_for(flag: &AtomicBool) {
+    for _ in 0..2000 {
+        if flag.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("flag never set");
+}
+
+#[tokio::test]
+async fn hand_off_gives_the_record_back_once_the_waiting_bound_is_reached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.channel_capacity = 1;
+    cfg.max_pending_hand_offs = 2;
+    let gate = gated_hook();
+    let store = LogStore::open(&cfg, Some(gate.hook.clone())).unwrap();
+    let sender = store.sender();
+    // The writer takes the first record and blocks in the hook.
+    sender.hand_off(record("h0", BASE_MS, "bounded")).unwrap();
+    wait_for(&gate.entered).await;
+    // One fits in the channel, two wait in background hand-offs…
+    for id in ["h1", "h2", "h3"] {
+        sender.hand_off(record(id, BASE_MS, "bounded")).unwrap();
+    }
+    assert_eq!(store.status_json()["pending_hand_offs"], 2);
+    // …and the next one is given back instead of spawning another wait.
+    let back = sender
+        .hand_off(record("h4", BASE_MS, "bounded"))
+        .unwrap_err();
+    assert_eq!(back.id, "h4");
+    assert_eq!(store.status_json()["pending_hand_offs"], 2);
+    gate.open.store(true, Ordering::SeqCst);
+    sender.submit(back).await;
+    store.sync().await.unwrap();
+    let status = store.status_json();
+    assert_eq!(status["pending_hand_offs"], 0, "{status}");
+    assert_eq!(status["hand_offs_refused"], 1, "{status}");
+    assert_eq!(status["dropped_records"], 0, "{status}");
+    assert_eq!(query(&store, "q=bounded").total, 5);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn blocking_submit_waits_for_room_outside_a_runtime_and_works_inside_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.channel_capacity = 1;
+    cfg.max_pending_hand_offs = 0;
+    let gate = gated_hook();
+    let store = LogStore::open(&cfg, Some(gate.hook.clone())).unwrap();
+    let sender = store.sender();
+    sender.hand_off(record("b0", BASE_MS, "blocking")).unwrap();
+    wait_for(&gate.entered).await;
+    sender.hand_off(record("b1", BASE_MS, "blocking")).unwrap();
+    // The channel is full and no hand-off may wait: a plain thread blocks until room.
+    let done = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (sender, done) = (sender.clone(), done.clone());
+        std::thread::spawn(move || {
+            sender.blocking_submit(record("b2", BASE_MS, "blocking"));
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "blocking_submit returned with no room"
+    );
+    gate.open.store(true, Ordering::SeqCst);
+    wait_for(&done).await;
+    thread.join().unwrap();
+    // Inside a runtime it must not panic (tokio's blocking_send would).
+    sender.blocking_submit(record("b3", BASE_MS, "blocking"));
+    store.sync().await.unwrap();
+    let status = store.status_json();
+    assert!(
+        status["backpressure_waits"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_eq!(status["dropped_records"], 0, "{status}");
+    assert_eq!(query(&store, "q=blocking").total, 4);
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_slow_hook_finishes_in_its_budget_and_journals_every_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.shutdown_timeout_ms = 2_000;
+    // 20 ms per hooked string: a few hundred records take minutes with the hook.
+    let hook: RedactHook = Arc::new(|text: &str| {
+        std::thread::sleep(Duration::from_millis(20));
+        text.contains("Falcon")
+            .then(|| text.replace("Falcon", "[CODENAME]"))
+    });
+    let store = LogStore::open(&cfg, Some(hook)).unwrap();
+    let sender = store.sender();
+    for i in 0..400 {
+        let prompt = format!("drain Falcon mail user{i}@example.com");
+        sender
+            .hand_off(record(&format!("s{i}"), BASE_MS + i, &prompt))
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    store.shutdown().await;
+    let elapsed = started.elapsed();
+    eprintln!("shutdown took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(4_500),
+        "shutdown took {elapsed:?}"
+    );
+    assert_eq!(store.status_json()["dropped_records"], 0);
+    drop(store);
+
+    let store = LogStore::open(&cfg, None).unwrap();
+    store.sync().await.unwrap();
+    assert_eq!(query(&store, "q=drain").total, 400);
+    store.shutdown().await;
+    // Under shutdown pressure the built-in detectors still ran on every record.
+    for path in files_under(tmp.path()) {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(12).any(|w| w == b"@example.com"),
+            "an e-mail address reached {}",
+            path.display()
+        );
+    }
+}
+
+/// Unmounts a test tmpfs when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Mount a tmpfs of `size` at `dir`; `None` (with a message) when this machine cannot.
+fn small_tmpfs(dir: &Path, size: &str) -> Option<Unmount> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!(
+            "skipped: cannot mount a tmpfs at {} (needs root)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(Unmount(dir.to_path_buf()))
+}
+
+/// Fill the file system holding `dir` with one file; returns its path.
+fn fill_disk(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+async fn wait_status(store: &LogStore, field: &str, value: serde_json::Value) {
+    for _ in 0..1000 {
+        if store.status_json()[field] == value {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "status {field} never became {value}: {}",
+        store.status_json()
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_keeps_records_and_journals_them_once_space_is_freed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("small");
+    let Some(_unmount) = small_tmpfs(&mount, "2m") else {
+        return;
+    };
+    // The journal lives on the small file system, the index on the normal one.
+    std::os::unix::fs::symlink(&mount, tmp.path().join("journal")).unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.segment_bytes = 128 * 1024;
+    let filler_text = "padding ".repeat(250);
+    let make = |word: &str, i: i64| {
+        record(
+            &format!("{word}{i}"),
+            BASE_MS + i,
+            &format!("{word} {filler_text}"),
+        )
+    };
+    {
+        let store = LogStore::open(&cfg, None).unwrap();
+        submit_all(&store, (0..20).map(|i| make("before", i))).await;
+        store.sync().await.unwrap();
+
+        let filler = fill_disk(&mount);
+        submit_all(&store, (0..50).map(|i| make("during", i))).await;
+        wait_status(&store, "journal_failing", true.into()).await;
+        let err = store.sync().await.unwrap_err();
+        assert!(
+            err.to_string().contains(".seg"),
+            "the error names the file: {err}"
+        );
+        assert_eq!(query(&store, "q=during").total, 0);
+
+        std::fs::remove_file(filler).unwrap();
+        submit_all(&store, (0..20).map(|i| make("after", i))).await;
+        wait_status(&store, "journal_failing", false.into()).await;
+        store.sync().await.unwrap();
+        for (word, n) in [("before", 20), ("during", 50), ("after", 20)] {
+            assert_eq!(query(&store, &format!("q={word}")).total, n, "{word}");
+        }
+        let status = store.status_json();
+        assert_eq!(status["unjournaled_records"], 0, "{status}");
+        assert_eq!(status["dropped_records"], 0, "{status}");
+        assert!(status["journal_write_failures"].as_u64().unwrap() > 0);
+        store.shutdown().await;
+    }
+    // A restart (with the index rebuilt from the journal alone) keeps every record once.
+    std::fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    let store = LogStore::open(&cfg, None).unwrap();
+    store.sync().await.unwrap();
+    for (word, n) in [("before", 20), ("during", 50), ("after", 20)] {
+        assert_eq!(
+            query(&store, &format!("q={word}")).total,
+            n,
+            "{word} after restart"
+        );
+    }
+    assert_eq!(store.status_json()["journal_records"], 90);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn queries_too_long_deep_or_wide_are_refused_with_400() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(&store, [record("q1", BASE_MS, "alpha beta")]).await;
+    store.sync().await.unwrap();
+    let deep = format!("{}alpha{}", "(".repeat(40), ")".repeat(40));
+    let wide = (0..100)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let prefixes = r#""a"* OR "b"* OR "c"* OR "d"* OR "e"* OR "f"*"#.to_string();
+    let long = "alpha ".repeat(1000);
+    for q in [deep, wide, prefixes, long] {
+        let params = SearchParams {
+            q: Some(q.clone()),
+            ..SearchParams::default()
+        };
+        let Err(err) = store.search(&params) else {
+            panic!(
+                "{q:.80} was accepted: {:?}",
+                tantivy::query_grammar::parse_query_lenient(&q).0
+            );
+        };
+        assert!(matches!(err, LogError::BadQuery(_)), "{q:.60}: {err}");
+        assert_eq!(err.status(), 400);
+        assert!(err.to_string().contains("too complex"), "{err}");
+    }
+    // Ordinary queries still run.
+    assert_eq!(query(&store, "q=alpha+AND+(beta+OR+gamma)").total, 1);
+    assert_eq!(query(&store, "q=%22alpha+bet%22*").total, 1);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_search_past_its_deadline_stops_with_a_503_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(
+        &store,
+        (0..50).map(|i| record(&format!("d{i}"), BASE_MS + i, "slow search")),
+    )
+    .await;
+    store.sync().await.unwrap();
+    let params = SearchParams::from_query("q=slow").unwrap();
+    let err = store
+        .search_until(&params, std::time::Instant::now())
+        .unwrap_err();
+    assert!(matches!(err, LogError::Timeout(_)), "{err}");
+    assert_eq!(err.status(), 503);
+    assert_eq!(GatewayError::from(err).code.status(), 503);
+    // With time left it answers.
+    assert_eq!(store.search(&params).unwrap().total, 50);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cursor_out_of_range_is_a_400_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    submit_all(&store, [record("c1", BASE_MS, "cursor")]).await;
+    store.sync().await.unwrap();
+    for offset in ["18446744073709551615", "5000000000", "10001"] {
+        let cursor = URL_SAFE_NO_PAD.encode(format!("o:{offset}"));
+        let params =
+            SearchParams::from_query(&format!("q=cursor&sort=score&cursor={cursor}")).unwrap();
+        let err = store.search(&params).unwrap_err();
+        assert!(matches!(err, LogError::BadRequest(_)), "{offset}: {err}");
+        assert!(err.to_string().contains("cursor"), "{err}");
+    }
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_record_nested_too_deep_is_stored_reduced_and_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&config(tmp.path()), None).unwrap();
+    let mut deep = serde_json::json!("bottom");
+    for _ in 0..200 {
+        deep = serde_json::json!({ "type": "object", "properties": { "x": deep } });
+    }
+    let request = ChatRequest {
+        model: "gpt-4o-mini".into(),
+        messages: vec![Message::text(Role::User, "nested schema question")],
+        tools: vec![crate::canonical::Tool {
+            name: "deep".into(),
+            description: None,
+            parameters: deep,
+        }],
+        ..ChatRequest::default()
+    };
+    let mut deep_record = record_with(request);
+    deep_record.id = "deep-1".into();
+    submit_all(&store, [deep_record]).await;
+    store.sync().await.unwrap();
+    assert_eq!(ids(&query(&store, "q=nested")), ["deep-1"]);
+    let stored = store.get("deep-1").unwrap().unwrap();
+    assert!(stored.to_string().contains("[TRUNCATED"), "{stored}");
+    assert_eq!(stored["request"]["tools"][0]["name"], "deep");
+    store.shutdown().await;
 }

@@ -2,6 +2,8 @@
 //!
 //! A record waits at most `fsync_interval_ms` between its append and the fsync that makes it
 //! durable. After each fsync the durable position is published and the indexer is woken.
+//! When the disk refuses writes, appended records stay in the journal's in-memory retry
+//! buffer and the fsync is retried every [`FAILING_RETRY`] until it succeeds.
 
 use super::indexer::IndexerCommand;
 use super::journal::JournalWriter;
@@ -13,6 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+/// How often a failing journal (a full disk) is retried.
+const FAILING_RETRY: Duration = Duration::from_millis(250);
 
 /// Messages to the writer thread, in channel order.
 pub(crate) enum WriterMsg {
@@ -34,6 +39,10 @@ pub(crate) struct Writer {
     pub(crate) indexer: std::sync::mpsc::Sender<IndexerCommand>,
     pub(crate) fsync_interval: Duration,
     pub(crate) rx: mpsc::Receiver<WriterMsg>,
+    /// Set once the shutdown deadline made the writer skip the policy's hook.
+    pub(crate) hurrying: bool,
+    /// Set while the journal refuses records (its retry buffer is full): logged once.
+    pub(crate) refusing: bool,
 }
 
 impl Writer {
@@ -53,38 +62,39 @@ impl Writer {
     }
 
     async fn run_loop(mut self) {
-        // When the oldest unsynced record was appended.
-        let mut dirty_since: Option<Instant> = None;
+        // When the next fsync is due (the oldest unsynced record's append + the interval, or
+        // the next retry of a failing journal).
+        let mut sync_due: Option<Instant> = None;
         loop {
-            let message = match dirty_since {
-                Some(since) => {
-                    match tokio::time::timeout_at(since + self.fsync_interval, self.rx.recv()).await
-                    {
-                        Ok(message) => message,
-                        Err(_elapsed) => {
-                            self.sync();
-                            dirty_since = None;
-                            continue;
-                        }
+            let message = match sync_due {
+                Some(due) => match tokio::time::timeout_at(due, self.rx.recv()).await {
+                    Ok(message) => message,
+                    Err(_elapsed) => {
+                        sync_due = self.sync();
+                        continue;
                     }
-                }
+                },
                 None => self.rx.recv().await,
             };
             match message {
                 Some(WriterMsg::Record(record)) => {
                     self.write(*record);
                     if self.journal.is_dirty() {
-                        let since = *dirty_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= self.fsync_interval {
-                            self.sync();
-                            dirty_since = None;
+                        let due =
+                            *sync_due.get_or_insert_with(|| Instant::now() + self.fsync_interval);
+                        if Instant::now() >= due {
+                            sync_due = self.sync();
                         }
                     }
                 }
                 Some(WriterMsg::Flush(reply)) => {
                     let result = self.journal.sync();
-                    self.publish();
-                    dirty_since = None;
+                    if result.is_ok() {
+                        self.publish();
+                        sync_due = None;
+                    } else {
+                        self.publish_state();
+                    }
                     let _ = reply.send(result);
                 }
                 Some(WriterMsg::Shutdown(reply)) => {
@@ -94,36 +104,60 @@ impl Writer {
                             self.write(*record);
                         }
                     }
-                    self.sync();
+                    let _ = self.sync();
+                    self.report_unsynced_at_exit();
                     let _ = reply.send(());
                     return;
                 }
                 #[cfg(test)]
                 Some(WriterMsg::Kill) => return,
                 None => {
-                    self.sync();
+                    let _ = self.sync();
+                    self.report_unsynced_at_exit();
                     return;
                 }
             }
         }
     }
 
-    fn write(&mut self, mut record: LogRecord) {
-        let redactor = &self.redactor;
-        let redacted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            redactor.redact_record(&mut record);
-        }));
-        if redacted.is_err() {
-            // Never write what could not be redacted.
-            self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(id = %record.id, "redaction panicked; log record dropped");
-            return;
+    /// Whether the shutdown deadline says to skip the policy's hook.
+    fn hurry(&mut self) -> bool {
+        let at = self.shared.hurry_at_ms.load(Ordering::Acquire);
+        let hurry = at != 0 && now_ms() >= at;
+        if hurry && !self.hurrying {
+            self.hurrying = true;
+            tracing::warn!(
+                queued = self.rx.len(),
+                "shutdown: redacting the remaining records with the built-in detectors only (the policy's redact hook is skipped)"
+            );
         }
-        let appended = serde_json::to_vec(&record)
-            .map_err(LogError::from)
-            .and_then(|json| self.journal.append(&json));
-        match appended {
+        hurry
+    }
+
+    fn write(&mut self, record: LogRecord) {
+        let use_hook = !self.hurry();
+        let id = record.id.clone();
+        let redactor = &self.redactor;
+        let json = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            redactor.record_json(record, use_hook)
+        }));
+        let json = match json {
+            Ok(Ok(json)) => json,
+            Ok(Err(err)) => {
+                self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(id, error = %err, "log record could not be serialised; dropped");
+                return;
+            }
+            Err(_) => {
+                // Never write what could not be redacted.
+                self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(id, "redaction panicked; log record dropped");
+                return;
+            }
+        };
+        match self.journal.append(&json) {
             Ok(seq) => {
+                self.refusing = false;
                 let mut batches = self.shared.lock_batches();
                 if batches
                     .back()
@@ -138,29 +172,75 @@ impl Writer {
             }
             Err(err) => {
                 self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %err, id = %record.id, "log record could not be journaled");
+                self.shared
+                    .unjournaled_records
+                    .fetch_add(1, Ordering::Relaxed);
+                if !self.refusing {
+                    self.refusing = true;
+                    tracing::error!(
+                        error = %err,
+                        id,
+                        "log records cannot be journaled and are counted as unjournaled_records until the journal recovers"
+                    );
+                }
+            }
+        }
+        self.publish_state();
+    }
+
+    /// Fsync if needed; the next due time (a retry while the journal is failing).
+    fn sync(&mut self) -> Option<Instant> {
+        if !self.journal.is_dirty() {
+            return None;
+        }
+        let result = self.journal.sync();
+        match result {
+            Ok(()) => {
+                self.publish();
+                None
+            }
+            // The journal logs the episode once, with the path; retry later.
+            Err(_) => {
+                self.publish_state();
+                Some(Instant::now() + FAILING_RETRY.max(self.fsync_interval))
             }
         }
     }
 
-    fn sync(&mut self) {
-        if !self.journal.is_dirty() {
-            return;
-        }
-        if let Err(err) = self.journal.sync() {
-            self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %err, "journal fsync failed");
-            return;
-        }
-        self.publish();
-    }
-
     /// Publish the durable end and wake the indexer.
     fn publish(&mut self) {
-        self.shared.set_durable(
-            self.journal.end(),
-            self.journal.next_seq().saturating_sub(1),
-        );
+        self.shared
+            .set_durable(self.journal.durable_end(), self.journal.durable_seq());
+        self.publish_state();
         let _ = self.indexer.send(IndexerCommand::Wake);
+    }
+
+    /// Publish the journal's write state for `status_json`.
+    fn publish_state(&self) {
+        self.shared
+            .journal_failing
+            .store(self.journal.is_failing(), Ordering::Relaxed);
+        self.shared
+            .journal_write_failures
+            .store(self.journal.failures(), Ordering::Relaxed);
+        self.shared
+            .journal_unsynced_bytes
+            .store(self.journal.unsynced_bytes() as u64, Ordering::Relaxed);
+    }
+
+    fn report_unsynced_at_exit(&self) {
+        if self.journal.is_dirty() {
+            let lost = self
+                .journal
+                .next_seq()
+                .saturating_sub(self.journal.durable_seq() + 1);
+            self.shared
+                .unjournaled_records
+                .fetch_add(lost, Ordering::Relaxed);
+            tracing::error!(
+                records = lost,
+                "the journal still refused writes at shutdown; these records are lost"
+            );
+        }
     }
 }

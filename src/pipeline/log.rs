@@ -9,18 +9,18 @@ use crate::logstore::{LogRecord, LogSender};
 /// A record the log could not take at once (its channel and waiting hand-offs are full).
 pub struct Backlog {
     sender: LogSender,
-    record: Box<LogRecord>,
+    record: LogRecord,
 }
 
 impl Backlog {
     /// Wait until the log takes the record (counted as backpressure by the store).
     pub async fn wait(self) {
-        self.sender.submit(*self.record).await;
+        self.sender.submit(self.record).await;
     }
 
     /// Block this thread until the log takes the record: only outside any runtime.
     pub fn block(self) {
-        self.sender.blocking_submit(*self.record);
+        self.sender.blocking_submit(self.record);
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Applications speak the OpenAI or Anthropic API to it; Rhai policy scripts decide routing
 //! and fallbacks; providers are called through one canonical shape; every request is
-//! redacted and logged into an embedded Tantivy index. `../DESIGN.md` has the picture;
+//! redacted and logged into an embedded Tantivy index. `ARCHITECTURE.md` has the picture;
 //! [`pipeline`] lists the stages of a request in order.
 
 pub mod admin;

@@ -2,8 +2,9 @@
 """Request-log burst benchmark: how far search lags behind a fixed-rate burst, then search
 latency over the index the burst built.
 
-127.0.0.1 only; every phase is bounded (oha -z / -n). Needs the nginx mock of
-../shared/bench/peers (started here) and a release build.
+127.0.0.1 only; every phase is bounded (oha -z / -n, plus hard timeouts). Needs the nginx mock
+of benches/peers (started here, stopped at the end unless it was already running), oha and a
+release build.
 
 1. The gateway (logging on, no policy) takes `--rate` req/s for `--dur` seconds (oha, open
    loop). The index status from `GET /admin/logs` (journal vs indexed records, lag) is polled
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -59,7 +59,15 @@ def main():
     if not shutil.which("oha"):
         sys.exit("oha is required (cargo install oha --locked)")
     work = tempfile.mkdtemp(prefix="switchyard-burst-")
-    subprocess.run([os.path.join(run.PEERS, "mock_upstream.sh"), "start"], check=True, capture_output=True)
+    stop_mock = run.start_mock()
+    try:
+        burst(args, work)
+    finally:
+        if stop_mock:
+            subprocess.run([os.path.join(run.PEERS, "mock_upstream.sh"), "stop"], check=False)
+
+
+def burst(args, work):
     cfg = run.config("logs", args.port, work).replace(
         "[server]\n", f'[server]\nadmin_key_sha256 = "{ADMIN_SHA}"\n', 1)
     path = os.path.join(work, "burst.toml")
@@ -90,7 +98,7 @@ def main():
         out = subprocess.run(["oha", "-z", f"{args.dur}s", "-c", "128", "-q", str(args.rate), "--latency-correction",
                               "--no-tui", "--output-format", "json", "-m", "POST", "-T", "application/json",
                               "-d", run.body("gpt-4o-mini"), "-H", f"Authorization: Bearer {run.KEY}", url],
-                             capture_output=True, text=True).stdout
+                             capture_output=True, text=True, timeout=args.dur + 60).stdout
         burst_end = time.time()
         j = json.loads(out)
         codes = j.get("statusCodeDistribution", {})
@@ -121,7 +129,7 @@ def main():
         for name, q in QUERIES:
             out = subprocess.run(["oha", "-n", str(args.searches), "-c", "4", "--no-tui", "--output-format", "json",
                                   "-H", f"Authorization: Bearer {ADMIN}", f"http://127.0.0.1:{args.port}/admin/logs?{q}"],
-                                 capture_output=True, text=True).stdout
+                                 capture_output=True, text=True, timeout=300).stdout
             r = json.loads(out)
             ok = r.get("statusCodeDistribution", {})
             pct = r["latencyPercentiles"]
@@ -130,8 +138,7 @@ def main():
             json.dump(samples, f)
         print(f"\nlag samples: {os.path.join(work, 'samples.json')}")
     finally:
-        gw.send_signal(signal.SIGTERM)
-        gw.wait(timeout=120)
+        run.stop(gw, timeout=120)
 
 
 if __name__ == "__main__":

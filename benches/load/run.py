@@ -3,8 +3,8 @@
 
 Targets 127.0.0.1 only; every load phase is bounded in time (wrk -d / oha -z).
 
-Upstream: the neutral nginx mock of ../shared/bench/peers (JSON on :18080, SSE on :18081).
-For each variant the gateway is started fresh from a generated config:
+Upstream: the neutral nginx mock of benches/peers (JSON on :18080, SSE on :18081), started
+here and stopped at the end unless it was already running. For each variant the gateway is started fresh from a generated config:
 
   bare    no policy, no request log          (the bare hyper+reqwest hop)
   policy  the shipped feature-based policy   (issue 3: policy on vs off)
@@ -14,6 +14,9 @@ For each variant the gateway is started fresh from a generated config:
 and measured closed-loop (wrk, c=1 and c=32) and at a fixed rate (oha, latency-corrected),
 next to `direct` (nginx without the gateway). Prints a markdown table and writes
 results.json.
+
+Needs wrk and nginx (benches/peers/install_peers.sh); without oha the fixed-rate columns
+stay empty. Every load run is bounded (wrk -d, oha -z, plus a hard timeout).
 
 Usage: python3 benches/load/run.py [--variants bare,policy,logs,full] [--dur 10]
        [--rates 2000] [--bin target/release/switchyard] [--out /tmp/switchyard-load]
@@ -31,7 +34,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PEERS = os.path.join(os.path.dirname(ROOT), "shared", "bench", "peers")
+PEERS = os.path.join(ROOT, "benches", "peers")  # the nginx mock and the wrk script
 KEY = "test"
 KEY_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -92,7 +95,7 @@ def wrk(url, conns, dur, headers):
     t = min(2, conns)
     out = subprocess.run(["wrk", f"-t{t}", f"-c{conns}", f"-d{dur}s", "--timeout", "10s", "--latency",
                           "-s", os.path.join(PEERS, "post.lua"), url],
-                         capture_output=True, text=True, env=env).stdout
+                         capture_output=True, text=True, env=env, timeout=dur + 30).stdout
     m = re.search(r"^JSON (\{.*\})$", out, re.M)
     if not m:
         raise RuntimeError("wrk produced no summary:\n" + out)
@@ -109,7 +112,7 @@ def oha(url, rate, dur, headers):
     for h in headers.split("|"):
         if h:
             args += ["-H", h]
-    out = subprocess.run(args + [url], capture_output=True, text=True).stdout
+    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=dur + 30).stdout
     j = json.loads(out)
     pct = j.get("latencyPercentiles", {})
     codes = j.get("statusCodeDistribution", {})
@@ -139,6 +142,16 @@ def measure(name, url, headers, pid, args):
     return res
 
 
+def stop(proc, timeout=60):
+    """SIGTERM the gateway we started; SIGKILL it if it has not exited within `timeout` s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_ready(url, headers):
     req_headers = dict(h.split(": ", 1) for h in headers.split("|") if h)
     req_headers["Content-Type"] = "application/json"
@@ -166,8 +179,27 @@ def main():
     args.rates = [int(r) for r in args.rates.split(",") if r]
     os.makedirs(args.out, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="switchyard-load-")
-    subprocess.run([os.path.join(PEERS, "mock_upstream.sh"), "start"], check=True, capture_output=True)
+    stop_mock = start_mock()
+    try:
+        run_all(args, workdir)
+    finally:
+        if stop_mock:
+            subprocess.run([os.path.join(PEERS, "mock_upstream.sh"), "stop"], check=False)
 
+
+def start_mock():
+    """Start the nginx mock of benches/peers; True if it was not running before (stop it after)."""
+    if not shutil.which("wrk"):
+        sys.exit("wrk is required: benches/peers/install_peers.sh (or apt-get install wrk)")
+    script = os.path.join(PEERS, "mock_upstream.sh")
+    was_running = subprocess.run([script, "status"]).returncode == 0
+    r = subprocess.run([script, "start"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"the nginx mock upstream did not start:\n{r.stdout}{r.stderr}")
+    return not was_running
+
+
+def run_all(args, workdir):
     results = [measure("direct", "http://127.0.0.1:18080/v1/chat/completions", "Authorization: Bearer dummy", None, args)]
     print(json.dumps(results[-1]), file=sys.stderr)
     headers = f"Authorization: Bearer {KEY}"
@@ -185,8 +217,7 @@ def main():
             results.append(measure(variant, url, headers, proc.pid, args))
             print(json.dumps(results[-1]), file=sys.stderr)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            stop(proc)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(table(results, args.rates))
@@ -198,7 +229,7 @@ def table(results, rates):
     out = ["| run | c1 p50 ms | c1 added p50 | c32 req/s | c32 RPS vs direct | "
            + " | ".join(f"@{q}/s p50 / p99 ms | @{q}/s added p50 / p99" for q in rates)
            + " | CPU µs/req (c32) | peak RSS MiB | errors | added p50 @c1 vs bare |",
-           "|" + "---|" * (8 + 2 * len(rates))]
+           "|" + "---|" * (9 + 2 * len(rates))]
     for r in results:
         c1, c32 = r["c1"], r["c32"]
         added_c1 = c1["p50_ms"] - direct["c1"]["p50_ms"]

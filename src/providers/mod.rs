@@ -17,7 +17,7 @@ pub use http_provider::{HttpLimits, HttpProvider, MAX_ERROR_BODY_BYTES};
 use crate::canonical::{
     ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent,
 };
-use crate::config::{Config, ModelConfig, ProviderConfig, Secret};
+use crate::config::{Config, ModelConfig, ProviderConfig, ProviderKind, Secret};
 use crate::error::{ErrorCode, GatewayError};
 use futures_util::future::BoxFuture;
 
@@ -455,8 +455,8 @@ pub fn build_provider(
     let limits = HttpLimits::from_config(p);
     let key = api_key(p);
     let base = |default: &str| p.base_url.clone().unwrap_or_else(|| default.to_string());
-    let provider: Arc<dyn Provider> = match p.kind.as_str() {
-        "openai" | "openai-compatible" => Arc::new(
+    let provider: Arc<dyn Provider> = match p.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Arc::new(
             HttpProvider::new(
                 &p.name,
                 &base("https://api.openai.com/v1"),
@@ -466,7 +466,7 @@ pub fn build_provider(
             )
             .with_output_limits(output_limits),
         ),
-        "anthropic" => Arc::new(
+        ProviderKind::Anthropic => Arc::new(
             HttpProvider::new(
                 &p.name,
                 &base("https://api.anthropic.com/v1"),
@@ -476,7 +476,7 @@ pub fn build_provider(
             )
             .with_output_limits(output_limits),
         ),
-        "gemini" => Arc::new(
+        ProviderKind::Gemini => Arc::new(
             HttpProvider::new(
                 &p.name,
                 &base("https://generativelanguage.googleapis.com/v1beta"),
@@ -486,18 +486,13 @@ pub fn build_provider(
             )
             .with_output_limits(output_limits),
         ),
-        "mock" => match &p.base_url {
+        ProviderKind::Mock => match &p.base_url {
             Some(url) => Arc::new(
                 HttpProvider::new(&p.name, url, limits, client, openai::OpenAiWire::new(key))
                     .with_output_limits(output_limits),
             ),
             None => Arc::new(mock::MockProvider::new(p.mock.clone()).named(&p.name)),
         },
-        other => {
-            return Err(GatewayError::internal(format!(
-                "unknown provider kind {other}"
-            )));
-        }
     };
     Ok(provider)
 }

@@ -117,7 +117,7 @@ impl<W: Wire> HttpProvider<W> {
     /// Send a built request and parse the whole answer with `parse`. `headers_deadline`,
     /// when shorter than the provider's `timeout`, bounds the wait for the response
     /// headers; the body is then read within `timeout` and up to `max_response_bytes`.
-    fn whole<T: Send + 'static>(
+    fn call_json<T: Send + 'static>(
         &self,
         wire_req: Result<WireRequest, GatewayError>,
         headers_deadline: Option<Duration>,
@@ -277,7 +277,7 @@ impl<W: Wire> Provider for HttpProvider<W> {
         upstream_model: &str,
         headers_deadline: Option<Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
-        self.whole(
+        self.call_json(
             self.wire
                 .chat_request(req, &self.target(upstream_model), false),
             headers_deadline,
@@ -318,7 +318,7 @@ impl<W: Wire> Provider for HttpProvider<W> {
         req: &EmbeddingsRequest,
         upstream_model: &str,
     ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
-        self.whole(
+        self.call_json(
             self.wire.embeddings_request(req, upstream_model),
             None,
             W::parse_embeddings,

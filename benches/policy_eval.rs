@@ -71,8 +71,8 @@ fn route(req) {
 fn host() -> ConfigHost {
     let window = Arc::new(LatencyWindow::new());
     for _ in 0..100 {
-        window.record("claude-haiku", 420.0);
-        window.record("gpt-4o-mini", 380.0);
+        window.observe_latency("claude-haiku", 420.0);
+        window.observe_latency("gpt-4o-mini", 380.0);
     }
     let models = [
         ("gpt-4o-mini", 0.15),

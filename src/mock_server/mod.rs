@@ -91,7 +91,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) {
+    fn remember_request(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) {
         let entry = Recorded {
             method: method.clone(),
             uri: uri.clone(),
@@ -221,7 +221,7 @@ async fn handle(
         Route::Gemini { .. } => Wire::Gemini,
         Route::Embeddings => Wire::OpenAi,
         Route::Models => {
-            shared.record(&parts.method, &parts.uri, &parts.headers, Bytes::new());
+            shared.remember_request(&parts.method, &parts.uri, &parts.headers, Bytes::new());
             return Ok(respond(StatusCode::OK, MockBody::full(MODELS)));
         }
         Route::NotFound => {
@@ -239,7 +239,7 @@ async fn handle(
             ))
         }
     };
-    shared.record(&parts.method, &parts.uri, &parts.headers, bytes.clone());
+    shared.remember_request(&parts.method, &parts.uri, &parts.headers, bytes.clone());
     let settings = shared.settings.load_full();
     let response = match route {
         Route::Embeddings => embeddings(&shared, &settings, &bytes).await,

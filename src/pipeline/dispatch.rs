@@ -46,7 +46,7 @@ pub trait LatencyObserver: Send + Sync {
 
 impl LatencyObserver for crate::policy::LatencyWindow {
     fn observe(&self, model: &str, ms: f64) {
-        self.record(model, ms);
+        self.observe_latency(model, ms);
     }
 }
 

@@ -149,7 +149,7 @@ fn latency_based_orders_chat_models_by_observed_latency_with_a_first_token_deadl
         ("claude-haiku", 900.0),
     ] {
         for _ in 0..10 {
-            window.record(model, ms);
+            window.observe_latency(model, ms);
         }
     }
     let host: Arc<dyn HostInfo> =

@@ -140,7 +140,7 @@ mod tests {
 
     fn engine() -> PolicyEngine {
         let window = Arc::new(LatencyWindow::new());
-        window.record("fast", 120.0);
+        window.observe_latency("fast", 120.0);
         let host = ConfigHost::from_models([(
             "fast".to_string(),
             ModelInfo {

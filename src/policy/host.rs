@@ -130,7 +130,7 @@ impl LatencyWindow {
     }
 
     /// Remember that an attempt on `model` took `ms` milliseconds.
-    pub fn record(&self, model: &str, ms: f64) {
+    pub fn observe_latency(&self, model: &str, ms: f64) {
         self.record_at(model, ms, Instant::now());
     }
 
@@ -206,7 +206,7 @@ mod tests {
     fn percentile_uses_nearest_rank() {
         let window = LatencyWindow::new();
         for ms in 1..=100 {
-            window.record("m", ms as f64);
+            window.observe_latency("m", ms as f64);
         }
         assert_eq!(window.percentile("m", 50.0), Some(50.0));
         assert_eq!(window.percentile("m", 95.0), Some(95.0));
@@ -219,10 +219,10 @@ mod tests {
     fn window_keeps_only_the_latest_samples() {
         let window = LatencyWindow::new();
         for _ in 0..WINDOW_SAMPLES {
-            window.record("m", 1000.0);
+            window.observe_latency("m", 1000.0);
         }
         for _ in 0..WINDOW_SAMPLES {
-            window.record("m", 10.0);
+            window.observe_latency("m", 10.0);
         }
         assert_eq!(window.percentile("m", 100.0), Some(10.0));
     }
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn config_host_health_and_latency_are_pluggable() {
         let window = Arc::new(LatencyWindow::new());
-        window.record("a", 42.0);
+        window.observe_latency("a", 42.0);
         let host = ConfigHost::from_models([(
             "a".to_string(),
             ModelInfo {

@@ -414,3 +414,22 @@ fn a_request_without_a_model_is_rejected() {
     assert!(matches!(err, PolicyError::InvalidRequest { .. }), "{err}");
     assert!(request_from_json(&json!([1]), None, None, None).is_err());
 }
+
+#[test]
+fn check_refuses_a_dangling_symlink_naming_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("route.rhai"),
+        r#"fn route(req) { "gpt-4o" }"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(dir.path().join("gone.rhai"), dir.path().join("limits.rhai"))
+        .unwrap();
+    let err = check(dir.path(), Some(known()), host())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("limits.rhai") && err.contains("dangling"),
+        "{err}"
+    );
+}

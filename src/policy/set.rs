@@ -57,9 +57,23 @@ pub(crate) fn read_sources(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        let path = entry.path();
-        if !is_policy_file_name(&name) || !path.is_file() {
+        if !is_policy_file_name(&name) {
             continue;
+        }
+        let path = entry.path();
+        // A `.rhai` entry that is not a readable file (a dangling symlink, a directory) is an
+        // error naming it, never silently skipped: skipping it would drop its hooks.
+        let problem = match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => None,
+            Ok(meta) if meta.is_dir() => Some("is a directory, not a policy file".to_string()),
+            Ok(_) => Some("is not a regular file".to_string()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Some("is a dangling symlink (its target does not exist)".to_string())
+            }
+            Err(err) => Some(format!("cannot be read: {err}")),
+        };
+        if let Some(problem) = problem {
+            return Err(PolicyError::io(&path, std::io::Error::other(problem)));
         }
         let bytes = std::fs::read(&path).map_err(|e| PolicyError::io(&path, e))?;
         let text = String::from_utf8(bytes).map_err(|_| PolicyError::Compile {

@@ -8,7 +8,7 @@
 
 use super::engine::{PolicyEngine, DEFAULT_MAX_OPERATIONS};
 use super::host::HostInfo;
-use super::set::{is_policy_file_name, read_sources, PolicySet};
+use super::set::{read_sources, PolicySet};
 use super::PolicyError;
 use crate::config::Config;
 use arc_swap::ArcSwap;
@@ -23,32 +23,6 @@ use std::sync::{Arc, Mutex};
 /// (delete `.rhai` files or empty the directory on purpose); without it such a reload keeps
 /// the old policy and reports an error.
 pub const ALLOW_HOOK_REMOVAL: &str = "ALLOW_HOOK_REMOVAL";
-
-/// Every `.rhai` entry of `dir` must be a regular file (or a symlink to one): a dangling
-/// symlink, a directory or a symlink to a directory is an error naming the path, never a
-/// file silently skipped.
-fn check_entries(dir: &Path) -> Result<(), PolicyError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| PolicyError::io(dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| PolicyError::io(dir, e))?;
-        let name = entry.file_name();
-        if !name.to_str().is_some_and(is_policy_file_name) {
-            continue;
-        }
-        let path = entry.path();
-        let problem = match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => continue,
-            Ok(meta) if meta.is_dir() => "is a directory, not a policy file".to_string(),
-            Ok(_) => "is not a regular file".to_string(),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                "is a dangling symlink (its target does not exist)".to_string()
-            }
-            Err(err) => format!("cannot be read: {err}"),
-        };
-        return Err(PolicyError::io(&path, std::io::Error::other(problem)));
-    }
-    Ok(())
-}
 
 /// How policies are loaded and run.
 #[derive(Debug, Clone)]
@@ -159,7 +133,6 @@ impl PolicyStore {
         let engine = PolicyEngine::new(host, options.max_operations);
         let set = match dir {
             Some(dir) => {
-                check_entries(dir)?;
                 let set = PolicySet::compile_dir(&engine, dir, 1)?;
                 set.self_check(options.known_models.as_ref())?;
                 tracing::info!(
@@ -260,7 +233,6 @@ impl PolicyStore {
     /// The next set, or `None` when the files did not change. A set that lacks a hook of
     /// `current` is refused unless [`ALLOW_HOOK_REMOVAL`] is present.
     fn build(&self, dir: &Path, current: &PolicySet) -> Result<Option<PolicySet>, PolicyError> {
-        check_entries(dir)?;
         let sources = read_sources(dir)?;
         let unchanged = current.version() > 0
             && sources.len() == current.files().len()

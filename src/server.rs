@@ -294,14 +294,43 @@ impl InFlight {
 
     fn hold_until_sent(self, response: Response<Body>) -> Response<Body> {
         use http_body_util::BodyExt;
-        response.map(|body| {
-            let guard = self;
-            body.map_frame(move |frame| {
-                let _ = &guard;
-                frame
-            })
+        response.map(|inner| {
+            Held {
+                inner,
+                _in_flight: self,
+            }
             .boxed_unsync()
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight until it is sent or
+    /// dropped. Forwards the size hint, so a whole answer keeps its `content-length`.
+    struct Held {
+        #[pin]
+        inner: Body,
+        _in_flight: InFlight,
+    }
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

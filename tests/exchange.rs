@@ -348,3 +348,17 @@ async fn estimating_usage_for_huge_prompts_never_stalls_the_request_threads() {
         assert!(record["usage"]["input_tokens"].as_u64().unwrap() > 10_000);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_answer_keeps_its_content_length() {
+    let p1 = Scripted::new("p1", vec![Script::Answer("sized")]);
+    let gw = start(&config(None, ""), |s| swap(s, "p1", p1.clone())).await;
+    let resp = send(gw.url("/v1/chat/completions"), "sized", &chat("m1", false)).await;
+    assert_eq!(resp.status(), 200);
+    let length: usize = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap().len(), length);
+}

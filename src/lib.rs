@@ -13,6 +13,7 @@ pub mod context;
 pub mod dialect;
 pub mod error;
 pub mod http;
+pub mod ledger;
 pub mod logstore;
 pub mod mock_server;
 pub mod pipeline;

@@ -6,6 +6,7 @@
 
 mod dispatch;
 mod keys;
+mod limits;
 mod logs;
 mod models;
 mod policy;
@@ -14,6 +15,7 @@ mod server;
 
 pub use dispatch::DispatchConfig;
 pub use keys::KeyConfig;
+pub use limits::{AdmissionConfig, LimitMatch, LimitRule, Priority};
 pub use logs::{LogsConfig, RedactConfig, RedactPattern};
 pub use models::{ModelConfig, ModelKind};
 pub use policy::{OnError, PolicyConfig};
@@ -65,6 +67,11 @@ pub struct Config {
     pub logs: LogsConfig,
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    /// Static rate limits; the policy's `limits` hook adds per-request ones.
+    #[serde(default)]
+    pub limits: Vec<LimitRule>,
+    #[serde(default)]
+    pub admission: AdmissionConfig,
     /// The file this was read from (for messages and relative paths); not a TOML field.
     #[serde(skip)]
     pub source: PathBuf,
@@ -243,6 +250,10 @@ impl Config {
                     );
                 }
             }
+        }
+
+        for (field, reason) in limits::limit_problems(&self.limits, &self.admission, &model_names) {
+            problem(field, reason);
         }
 
         for (i, k) in self.keys.iter().enumerate() {

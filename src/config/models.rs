@@ -25,6 +25,17 @@ pub struct ModelConfig {
     /// cap of a larger one (every wire format).
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
+    /// The provider's tokens per minute for this model (the account's published limit):
+    /// dispatch skips the model when a request's reservation does not fit.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// The provider's requests per minute for this model.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// The output tokens a request reserves at admission when it names no `max_tokens`
+    /// (else `max_output_tokens`, else `[admission] reserve_output_tokens`).
+    #[serde(default)]
+    pub reserve_output_tokens: Option<u32>,
     /// `chat` (default) or `embedding`.
     #[serde(default)]
     pub kind: ModelKind,

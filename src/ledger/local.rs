@@ -144,6 +144,22 @@ impl Bucket {
         freed
     }
 
+    /// The token window with the least room left, as seen now.
+    fn tightest_tokens(&self, now: Instant) -> Option<WindowStatus> {
+        [LimitWindow::TokensPerMinute, LimitWindow::TokensPerDay]
+            .into_iter()
+            .filter_map(|window| {
+                let w = self.windows[window.index()].as_ref()?;
+                Some(WindowStatus {
+                    window,
+                    limit: w.capacity(),
+                    remaining: w.available(now),
+                    resets_in: w.resets_in(now),
+                })
+            })
+            .min_by_key(|status| status.remaining)
+    }
+
     fn is_idle(&self, now: Instant) -> bool {
         self.in_flight == 0 && self.windows.iter().flatten().all(|w| w.is_full(now))
     }
@@ -264,6 +280,30 @@ impl LocalLedger {
         demand: Demand,
         now: Instant,
     ) -> Result<Reservation, LedgerError> {
+        self.admit_at(buckets, demand, now, true)
+            .map(|taken| taken.unwrap_or_default())
+    }
+
+    /// Whether `demand` would pass on every bucket now; nothing is taken (and no bucket is
+    /// created).
+    pub(crate) fn check_at(
+        &self,
+        buckets: &[BucketLimit],
+        demand: Demand,
+        now: Instant,
+    ) -> Result<(), LedgerError> {
+        self.admit_at(buckets, demand, now, false).map(|_| ())
+    }
+
+    /// Check every limit, then (when `take`) take from all: the one code path of reserve and
+    /// check, so both judge alike.
+    fn admit_at(
+        &self,
+        buckets: &[BucketLimit],
+        demand: Demand,
+        now: Instant,
+        take: bool,
+    ) -> Result<Option<Reservation>, LedgerError> {
         // One entry per key (the tighter limits when named twice), with its shard.
         let mut wanted: Vec<(BucketKey, Limit, usize)> = Vec::with_capacity(buckets.len());
         for bucket in buckets {
@@ -272,7 +312,7 @@ impl LocalLedger {
                 None => wanted.push((bucket.key.clone(), bucket.limit, self.shard_of(&bucket.key))),
             }
         }
-        if self.live_buckets() + wanted.len() > self.max_buckets {
+        if take && self.live_buckets() + wanted.len() > self.max_buckets {
             self.evict_idle();
         }
         let mut order: Vec<usize> = wanted.iter().map(|(_, _, shard)| *shard).collect();
@@ -292,8 +332,18 @@ impl LocalLedger {
             let map = &mut guards[guard_of(*shard)].1;
             let refused = match map.get_mut(key) {
                 Some(bucket) => {
-                    bucket.apply_limit(*limit, now);
-                    bucket.refusals(demand, now)
+                    if take {
+                        bucket.apply_limit(*limit, now);
+                        bucket.refusals(demand, now)
+                    } else {
+                        let mut probe = Bucket {
+                            limit: bucket.limit,
+                            windows: bucket.windows.clone(),
+                            in_flight: bucket.in_flight,
+                        };
+                        probe.apply_limit(*limit, now);
+                        probe.refusals(demand, now)
+                    }
                 }
                 None => {
                     new_buckets += 1;
@@ -317,6 +367,9 @@ impl LocalLedger {
                 retry_after,
             }));
         }
+        if !take {
+            return Ok(None);
+        }
         if new_buckets > 0 {
             let before = self.live.fetch_add(new_buckets, Ordering::Relaxed);
             if before + new_buckets > self.max_buckets {
@@ -327,20 +380,30 @@ impl LocalLedger {
             }
         }
 
-        // Every limit passed: take from all.
+        // Every limit passed: take from all, noting the tightest token window.
         let mut reserved = Vec::with_capacity(wanted.len());
+        let mut tightest: Option<(BucketKey, WindowStatus)> = None;
         for (key, limit, shard) in wanted {
             let map = &mut guards[guard_of(shard)].1;
             let bucket = map
                 .entry(key.clone())
                 .or_insert_with(|| Bucket::new(limit, now));
             let windows = bucket.take(demand, now);
+            if let Some(status) = bucket.tightest_tokens(now) {
+                if tightest
+                    .as_ref()
+                    .is_none_or(|(_, best)| status.remaining < best.remaining)
+                {
+                    tightest = Some((key.clone(), status));
+                }
+            }
             reserved.push(Reserved { key, windows });
         }
-        Ok(Reservation {
+        Ok(Some(Reservation {
             demand,
             buckets: reserved,
-        })
+            tightest_tokens: tightest,
+        }))
     }
 
     pub(crate) fn settle_at(
@@ -383,6 +446,18 @@ impl Ledger for LocalLedger {
         actual: Demand,
     ) -> BoxFuture<'_, Result<Settled, LedgerError>> {
         Box::pin(std::future::ready(Ok(self.settle_now(reservation, actual))))
+    }
+
+    fn check<'a>(
+        &'a self,
+        buckets: &'a [BucketLimit],
+        demand: Demand,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(std::future::ready(self.check_at(
+            buckets,
+            demand,
+            Instant::now(),
+        )))
     }
 
     fn status<'a>(

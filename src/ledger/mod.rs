@@ -11,10 +11,11 @@
 //! - `window.rs`: one smooth window (token bucket with continuous refill, exact waits).
 //! - `local.rs`: the in-process, sharded implementation (the default).
 //!
-//! Not wired into the request path yet: the pipeline stage, the fair queue and the Redis
-//! store build on this trait.
+//! - `queue.rs`: the fair queue in front of the ledger ([`Admission`]): waiting without
+//!   polling, round-robin across owners, interactive before batch, bounded.
 
 mod local;
+mod queue;
 mod window;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 pub use local::{LocalLedger, LocalLedgerConfig};
+pub use queue::{Admission, Admitted, LineStatus, Refusal, RefusalReason, Waiting};
 pub use window::{Admit, SmoothWindow};
 
 /// The name of a bucket: any string a `[[limits]]` rule or the policy's `limits` hook builds
@@ -249,10 +251,13 @@ pub struct Reserved {
 /// Settle it exactly once ([`Ledger::settle`]); an unsettled reservation keeps its
 /// concurrency slot and keeps its buckets from being evicted.
 #[must_use = "a reservation must be settled, or its concurrency slots stay taken"]
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reservation {
     pub(crate) demand: Demand,
     pub(crate) buckets: Vec<Reserved>,
+    /// The token window with the least room left right after the reservation (for the
+    /// `x-ratelimit-*-tokens` headers).
+    pub(crate) tightest_tokens: Option<(BucketKey, WindowStatus)>,
 }
 
 impl Reservation {
@@ -264,6 +269,12 @@ impl Reservation {
     /// What was taken on each bucket, in the request's order (a key named twice once).
     pub fn buckets(&self) -> &[Reserved] {
         &self.buckets
+    }
+
+    /// The token window with the least room left right after this reservation, if any
+    /// bucket limits tokens: the tightest limit that applied.
+    pub fn tightest_tokens(&self) -> Option<&(BucketKey, WindowStatus)> {
+        self.tightest_tokens.as_ref()
     }
 }
 
@@ -322,6 +333,14 @@ pub trait Ledger: Send + Sync {
         reservation: Reservation,
         actual: Demand,
     ) -> BoxFuture<'_, Result<Settled, LedgerError>>;
+
+    /// Whether `demand` would pass on every bucket now, without taking anything: the fair
+    /// queue asks before a newcomer joins waiters (a denial says how long it would wait).
+    fn check<'a>(
+        &'a self,
+        buckets: &'a [BucketLimit],
+        demand: Demand,
+    ) -> BoxFuture<'a, Result<(), LedgerError>>;
 
     /// One bucket as seen now, or `None` if it is not live (never used, or evicted idle:
     /// an evicted bucket was full, exactly as a new one).

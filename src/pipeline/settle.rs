@@ -81,6 +81,9 @@ mod tests {
             cached_input_usd_per_mtok: Some(0.075),
             context_window: None,
             max_output_tokens: None,
+            tpm: None,
+            rpm: None,
+            reserve_output_tokens: None,
             kind: Default::default(),
         }
     }

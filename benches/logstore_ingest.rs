@@ -97,6 +97,7 @@ fn record(i: usize) -> LogRecord {
         replay_of: None,
         correlation_id: None,
         embedding_dimensions: None,
+        limits: None,
     }
 }
 

@@ -100,6 +100,7 @@ fn record() -> LogRecord {
         replay_of: None,
         correlation_id: None,
         embedding_dimensions: None,
+        limits: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Start-up: build the shared state from a validated config and run the server.
 
 use crate::config::Config;
+use crate::ledger::{Admission, LocalLedger, LocalLedgerConfig};
 use crate::logstore::LogStore;
 use crate::pipeline::{auth, breaker::Breakers, chaos::Chaos, stages::Stages, AppState};
 use crate::policy::{ConfigHost, LatencyWindow, PolicyOptions, PolicyStore};
@@ -26,6 +27,15 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
             );
         }
     }
+    let ledger = Arc::new(LocalLedger::new(LocalLedgerConfig {
+        max_buckets: config.admission.max_buckets,
+        ..LocalLedgerConfig::default()
+    }));
+    spawn_evictor(
+        ledger.clone(),
+        Duration::from_millis(config.admission.evict_every_ms),
+    );
+    let admission = Arc::new(Admission::new(ledger, config.admission.max_waiters));
     let breakers = Arc::new(Breakers::new(config.dispatch.clone()));
     let health_for_policy = breakers.clone();
     let host = Arc::new(
@@ -71,7 +81,8 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         admin_key: auth::admin_digest(&config),
         breakers,
         chaos: Arc::new(Chaos::default()),
-        stages: Arc::new(Stages::from_config(&config)),
+        stages: Arc::new(Stages::new(&config, admission.clone())),
+        admission,
         background: tokio::runtime::Handle::try_current().ok(),
         tails: tokio_util::task::TaskTracker::new(),
         closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -86,6 +97,34 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         state,
         _watch: watch,
     })
+}
+
+/// Evict idle rate-limit buckets every `every`, on the current runtime (none: never, as in
+/// tools that build a gateway without serving).
+fn spawn_evictor(ledger: Arc<LocalLedger>, every: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(&ledger);
+    runtime.spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(ledger) = weak.upgrade() else {
+                return;
+            };
+            let evicted = ledger.evict_idle();
+            if evicted > 0 {
+                tracing::debug!(
+                    evicted,
+                    live = ledger.live_buckets(),
+                    "idle rate-limit buckets evicted"
+                );
+            }
+        }
+    });
 }
 
 /// A listening socket with SO_REUSEPORT, so each request thread accepts on its own socket

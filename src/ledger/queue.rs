@@ -523,6 +523,22 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// [`Admission::settle`] as an owned future, for a tail that cannot borrow; a failure is
+    /// logged (the reservation then expires with its windows).
+    pub fn settle_owned(
+        self: Arc<Self>,
+        reservation: Reservation,
+        actual: Demand,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Err(err) = self.settle(reservation, actual).await {
+                tracing::warn!(error = %err, "rate-limit settlement failed");
+            }
+        })
+    }
+}
+
 fn denial(err: LedgerError) -> Result<Denied, Refusal> {
     match err {
         LedgerError::Denied(denied) => Ok(denied),

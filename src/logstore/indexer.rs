@@ -71,6 +71,15 @@ pub struct LogSchema {
     pub error: Field,
     /// The whole redacted record as JSON (stored only).
     pub record: Field,
+    /// Rate-limit bucket keys the request counted against (raw, multi-valued); `None` in an
+    /// index made before rate limits existed (the field is then not indexed).
+    pub limit: Option<Field>,
+    /// Milliseconds queued for a rate limit (f64).
+    pub queued_ms: Option<Field>,
+    /// Tokens reserved at admission (u64).
+    pub reserved_tokens: Option<Field>,
+    /// Tokens settled after the response (u64).
+    pub settled_tokens: Option<Field>,
 }
 
 /// The schema of a new index.
@@ -97,7 +106,11 @@ pub fn build_schema() -> Schema {
         let _ = builder.add_f64_field("latency_ms", numeric.clone());
         let _ = builder.add_u64_field("input_tokens", numeric.clone());
         let _ = builder.add_u64_field("output_tokens", numeric.clone());
-        let _ = builder.add_f64_field("cost_usd", numeric);
+        let _ = builder.add_f64_field("cost_usd", numeric.clone());
+        let _ = builder.add_text_field("limit", raw);
+        let _ = builder.add_f64_field("queued_ms", numeric.clone());
+        let _ = builder.add_u64_field("reserved_tokens", numeric.clone());
+        let _ = builder.add_u64_field("settled_tokens", numeric);
         let text = TEXT.set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer("default")
@@ -142,6 +155,10 @@ impl LogSchema {
             output: field("output")?,
             error: field("error")?,
             record: field("record")?,
+            limit: schema.get_field("limit").ok(),
+            queued_ms: schema.get_field("queued_ms").ok(),
+            reserved_tokens: schema.get_field("reserved_tokens").ok(),
+            settled_tokens: schema.get_field("settled_tokens").ok(),
         })
     }
 
@@ -174,6 +191,22 @@ impl LogSchema {
         let error = error_text(record);
         if !error.is_empty() {
             doc.add_text(self.error, error);
+        }
+        if let Some(limits) = &record.limits {
+            if let Some(field) = self.limit {
+                for key in &limits.applied {
+                    doc.add_text(field, key);
+                }
+            }
+            if let Some(field) = self.queued_ms {
+                doc.add_f64(field, limits.queued_ms);
+            }
+            if let Some(field) = self.reserved_tokens {
+                doc.add_u64(field, limits.reserved_tokens);
+            }
+            if let Some(field) = self.settled_tokens {
+                doc.add_u64(field, limits.settled_tokens);
+            }
         }
         doc.add_text(self.record, json);
         doc

@@ -64,4 +64,20 @@ pub struct LogRecord {
     /// Embeddings: the `dimensions` asked for (the inputs are the request's user messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_dimensions: Option<u32>,
+    /// The rate limits the request counted against, when any did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsRecord>,
+}
+
+/// What rate limiting did to one request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitsRecord {
+    /// The bucket keys it counted against (`per-user:user=alice`, `feature:batch`).
+    pub applied: Vec<String>,
+    /// Tokens reserved at admission (input estimate + output allowance).
+    pub reserved_tokens: u64,
+    /// Tokens settled after the response (0 when it was refused before admission).
+    pub settled_tokens: u64,
+    /// Milliseconds spent waiting in the fair queue.
+    pub queued_ms: f64,
 }

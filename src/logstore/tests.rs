@@ -52,6 +52,7 @@ pub(crate) fn record_with(request: ChatRequest) -> LogRecord {
         replay_of: None,
         correlation_id: None,
         embedding_dimensions: None,
+        limits: None,
     }
 }
 

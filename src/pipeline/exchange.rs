@@ -106,6 +106,8 @@ pub struct Exchange {
     pub outcome: Outcome,
     /// Embeddings: the `dimensions` asked for (the inputs are in `request`), for replay.
     pub embedding_dimensions: Option<u32>,
+    /// What the policy decided (the plan and the limits its hook named), for the stages.
+    pub decided: Option<super::policy::Decided>,
     /// What each stage keeps between its phases.
     pub stages: StageStates,
     finished: bool,
@@ -130,6 +132,7 @@ impl Exchange {
             request: ChatRequest::default(),
             outcome: Outcome::default(),
             embedding_dimensions: None,
+            decided: None,
             stages: StageStates::default(),
             finished: false,
         }
@@ -242,6 +245,6 @@ fn tail(mut done: Finished) -> Option<super::log::Backlog> {
         done.outcome.usage = super::settle::estimate_usage(&done.request, &done.outcome, quick);
     }
     let stages = done.state.stages.clone();
-    stages.on_finish(&done);
+    stages.on_finish(&mut done);
     super::log::hand_off(done)
 }

@@ -4,7 +4,7 @@
 use super::exchange::Finished;
 use super::settle::{cost_usd, finish_name};
 use crate::error::Dialect;
-use crate::logstore::{LogRecord, LogSender};
+use crate::logstore::{LimitsRecord, LogRecord, LogSender};
 
 /// A record the log could not take at once (its channel and waiting hand-offs are full).
 pub struct Backlog {
@@ -41,8 +41,16 @@ pub fn build(done: Finished) -> LogRecord {
         request,
         outcome,
         embedding_dimensions,
+        stages,
         ..
     } = done;
+    let limits = &stages.limits;
+    let limits = (!limits.applied.is_empty()).then(|| LimitsRecord {
+        applied: limits.applied.clone(),
+        reserved_tokens: limits.reserved_tokens,
+        settled_tokens: limits.settled_tokens.unwrap_or(0),
+        queued_ms: limits.queued.as_secs_f64() * 1000.0,
+    });
     let now = chrono::Utc::now();
     let principal = ctx.principal.as_ref();
     let route = outcome.route.as_ref();
@@ -88,5 +96,6 @@ pub fn build(done: Finished) -> LogRecord {
         policy_version: ctx.policy_version,
         replay_of: ctx.replay_of,
         embedding_dimensions,
+        limits,
     }
 }

@@ -59,6 +59,9 @@ pub struct AppState {
     pub log_sender: Option<LogSender>,
     /// The stage list.
     pub stages: Arc<stages::Stages>,
+    /// Rate-limit admission (the ledger and its fair queue), shared by the limits stage,
+    /// dispatch's capacity checks, the policy helpers and `/admin/limits`.
+    pub admission: Arc<crate::ledger::Admission>,
     /// The runtime that outlives the request threads: finish steps that cannot run on the
     /// request's own task (a dropped stream, a usage estimate) run here.
     pub background: Option<tokio::runtime::Handle>,
@@ -84,6 +87,8 @@ pub struct Answer {
     pub served_model: Option<String>,
     pub provider: Option<String>,
     pub policy_version: Option<u64>,
+    /// The tightest token limit that applied, right after admission.
+    pub rate_limit: Option<crate::ledger::WindowStatus>,
 }
 
 impl Answer {
@@ -97,6 +102,7 @@ impl Answer {
             served_model: route.map(|r| r.model.name.clone()),
             provider: route.map(|r| r.provider_name.to_string()),
             policy_version: exchange.ctx.policy_version,
+            rate_limit: exchange.stages.limits.tightest.as_ref().map(|(_, w)| *w),
         }
     }
 
@@ -141,7 +147,34 @@ impl Answer {
         if let Some(version) = self.policy_version {
             headers.insert("x-switchyard-policy-version", HeaderValue::from(version));
         }
+        if let Some(window) = self.rate_limit {
+            headers.insert("x-ratelimit-limit-tokens", HeaderValue::from(window.limit));
+            headers.insert(
+                "x-ratelimit-remaining-tokens",
+                HeaderValue::from(window.remaining.max(0)),
+            );
+            if let Ok(reset) = HeaderValue::from_str(&go_duration(window.resets_in)) {
+                headers.insert("x-ratelimit-reset-tokens", reset);
+            }
+        }
         response
+    }
+}
+
+/// A duration as OpenAI writes its `x-ratelimit-reset-*` headers: `20ms`, `1.5s`, `6m0s`.
+fn go_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let minutes = ms / 60_000;
+    let seconds = (ms % 60_000) as f64 / 1000.0;
+    let seconds = format!("{seconds:.3}");
+    let seconds = seconds.trim_end_matches('0').trim_end_matches('.');
+    if minutes == 0 {
+        format!("{seconds}s")
+    } else {
+        format!("{minutes}m{seconds}s")
     }
 }
 
@@ -267,11 +300,16 @@ enum Prepared {
 }
 
 async fn prepare(exchange: &mut Exchange) -> Result<Prepared, GatewayError> {
-    let plan = policy::decide(exchange)?;
+    exchange.decided = Some(policy::decide(exchange)?);
     let stages = exchange.state.stages.clone();
-    Ok(match stages.on_request(exchange).await? {
+    let early = stages.on_request(exchange).await?;
+    let decided = exchange
+        .decided
+        .take()
+        .ok_or_else(|| GatewayError::internal("a stage took the policy's decision"))?;
+    Ok(match early {
         Some(response) => Prepared::Answered(response),
-        None => Prepared::Dispatch(plan),
+        None => Prepared::Dispatch(decided.plan),
     })
 }
 
@@ -365,5 +403,18 @@ pub fn models(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
             crate::dialect::openai::render_models(&state.registry.model_names),
         ),
         Err(err) => error_response(&err, Dialect::OpenAi),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reset_durations_are_written_like_openai() {
+        use std::time::Duration;
+        assert_eq!(super::go_duration(Duration::from_millis(20)), "20ms");
+        assert_eq!(super::go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(super::go_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(super::go_duration(Duration::from_secs(360)), "6m0s");
+        assert_eq!(super::go_duration(Duration::from_millis(61_250)), "1m1.25s");
     }
 }

@@ -1,4 +1,5 @@
-//! Stage 3: the policy decides the target chain, or refuses the request.
+//! Stage 3: the policy decides the target chain and the limits the request counts against,
+//! or refuses the request.
 //!
 //! The request takes one snapshot of the policy set at its start and keeps it: a reload never
 //! changes a request half-way. Without a `route` hook the chain is the requested model alone
@@ -11,41 +12,69 @@ use crate::canonical::ChatRequest;
 use crate::config::ModelKind;
 use crate::context::{Endpoint, RequestContext};
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
-use crate::policy::{Decision, PolicyError, PolicyRequest};
+use crate::policy::{Decision, LimitSpec, PolicyError, PolicyRequest};
 use std::time::Duration;
 
-/// The plan for this request; the request as the policy adjusted it (`max_tokens`) stays in
-/// the exchange.
-pub fn decide(exchange: &mut Exchange) -> Result<Plan, GatewayError> {
+/// What the policy decided for this request: the plan, and the buckets its `limits` hook
+/// named (the limits stage adds the static `[[limits]]`).
+pub struct Decided {
+    pub plan: Plan,
+    pub limits: Vec<LimitSpec>,
+}
+
+/// Run the policy's hooks for this request. The request as the policy adjusted it
+/// (`max_tokens`) stays in the exchange. One request map serves every hook.
+pub fn decide(exchange: &mut Exchange) -> Result<Decided, GatewayError> {
     let state = exchange.state.clone();
     let set = state.policy.snapshot();
     exchange.ctx.policy_version = Some(set.version());
-    let decision = if set.has_route() {
-        match set.route(&PolicyRequest::build(&exchange.ctx, &exchange.request)) {
-            Ok(decision) => decision,
-            Err(refusal @ PolicyError::Refused { .. }) => return Err(refusal.into()),
-            Err(err) => {
-                state.policy.record_hook_error();
-                tracing::error!(request_id = %exchange.ctx.id, error = %err, "route hook failed");
-                if !state.policy.on_error_open() {
-                    return Err(GatewayError::new(
-                        ErrorSource::Policy,
-                        ErrorCode::Internal,
-                        "the routing policy failed",
-                    ));
-                }
-                None
-            }
+    let request = (set.has_route() || set.has_limits())
+        .then(|| PolicyRequest::build(&exchange.ctx, &exchange.request));
+    let decision = match &request {
+        Some(req) if set.has_route() => {
+            hook_result(&state, &exchange.ctx, "route", set.route(req))?.flatten()
         }
-    } else {
-        None
+        _ => None,
+    };
+    let limits = match &request {
+        Some(req) if set.has_limits() => {
+            hook_result(&state, &exchange.ctx, "limits", set.limits(req))?.unwrap_or_default()
+        }
+        _ => Vec::new(),
     };
     let plan = plan_for(&state, &exchange.ctx, &exchange.request, decision.as_ref())?;
     if let Some(cap) = decision.as_ref().and_then(|d| d.max_tokens) {
         let request = &mut exchange.request;
         request.max_tokens = Some(request.max_tokens.map_or(cap, |asked| asked.min(cap)));
     }
-    Ok(plan)
+    Ok(Decided { plan, limits })
+}
+
+/// A hook's answer; a refusal refuses the request; a failure is counted and logged, then fails
+/// open (`Ok(None)`: the default behaviour) or closed, as `[policy] on_error` says.
+fn hook_result<T>(
+    state: &AppState,
+    ctx: &RequestContext,
+    hook: &str,
+    result: Result<T, PolicyError>,
+) -> Result<Option<T>, GatewayError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(refusal @ PolicyError::Refused { .. }) => Err(refusal.into()),
+        Err(err) => {
+            state.policy.record_hook_error();
+            tracing::error!(request_id = %ctx.id, hook, error = %err, "policy hook failed");
+            if state.policy.on_error_open() {
+                Ok(None)
+            } else {
+                Err(GatewayError::new(
+                    ErrorSource::Policy,
+                    ErrorCode::Internal,
+                    "the routing policy failed",
+                ))
+            }
+        }
+    }
 }
 
 fn plan_for(

@@ -6,19 +6,26 @@
 //! a field in [`Stages`], a field in [`StageStates`], and one line in each of
 //! [`Stages::on_request`] and [`Stages::on_finish`], in the documented order.
 //!
-//! Order before dispatch (`on_request`), each may answer early or refuse:
-//! (none yet — cache, admit (limits, budgets) land here in that order)
+//! Order before dispatch (`on_request`), each may answer early, wait or refuse:
+//! 1. `limits` (`stages/limits.rs`): reserve on every matching rate limit, wait in the fair
+//!    queue, or refuse with 429.
 //!
 //! Order in the tail (`on_finish`), after usage is settled and before the log hand-off:
-//! (none yet — settle the ledger, fill the cache, count the metrics)
+//! 1. `limits`: settle the reservation to the real usage (refund or charge).
 //!
 //! A disabled feature is a stage whose hooks return at once, never an `if` elsewhere.
+
+mod limits;
+
+pub use limits::{settled_tokens, LimitsState};
 
 use super::exchange::{Exchange, Finished};
 use crate::canonical::ChatResponse;
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::ledger::Admission;
 use futures_util::future::BoxFuture;
+use std::sync::Arc;
 
 /// What a stage's `on_request` decides.
 pub enum Flow {
@@ -27,9 +34,13 @@ pub enum Flow {
     /// Answer now with this response (rendered in the client's dialect, streamed if asked);
     /// later stages and dispatch are skipped, the finish step still runs.
     Respond(Box<ChatResponse>),
-    /// Wait for this future (a queue slot), then go on; its error refuses the request.
-    Wait(BoxFuture<'static, Result<(), GatewayError>>),
+    /// Wait for this future (a queue slot), apply what it produced to the exchange, then go
+    /// on; its error refuses the request.
+    Wait(BoxFuture<'static, Result<Apply, GatewayError>>),
 }
+
+/// What a waiting stage writes into the exchange once its wait is over.
+pub type Apply = Box<dyn FnOnce(&mut Exchange) + Send>;
 
 /// One stage of the request path. Its per-request state is its own typed field of
 /// [`StageStates`], reached through the exchange (`exchange.stages.<name>`).
@@ -41,33 +52,43 @@ pub trait Stage: Send + Sync + 'static {
 
     /// Exactly once per request, whatever happened (success, error, stream end, client gone,
     /// shutdown), with real or estimated usage settled. Must be cheap and never fail.
-    fn on_finish(&self, _done: &Finished) {}
+    fn on_finish(&self, _done: &mut Finished) {}
 }
 
 /// Every stage, built once at start.
-#[derive(Default)]
-pub struct Stages {}
+pub struct Stages {
+    limits: limits::Limits,
+}
 
 /// Every stage's per-request state.
 #[derive(Default)]
-pub struct StageStates {}
+pub struct StageStates {
+    pub limits: LimitsState,
+}
 
 impl Stages {
-    /// Build the stages from the config.
-    pub fn from_config(_config: &Config) -> Stages {
-        Stages {}
+    /// Build the stages from the config and the shared state they use.
+    pub fn new(config: &Config, admission: Arc<Admission>) -> Stages {
+        Stages {
+            limits: limits::Limits::new(config, admission),
+        }
     }
 
     /// Run each stage's `on_request` in order; an early answer skips the rest and dispatch.
     pub async fn on_request(
         &self,
-        _exchange: &mut Exchange,
+        exchange: &mut Exchange,
     ) -> Result<Option<Box<ChatResponse>>, GatewayError> {
+        if let Some(answer) = run(&self.limits, exchange).await? {
+            return Ok(Some(answer));
+        }
         Ok(None)
     }
 
     /// Run each stage's `on_finish` in order.
-    pub fn on_finish(&self, _done: &Finished) {}
+    pub fn on_finish(&self, done: &mut Finished) {
+        self.limits.on_finish(done);
+    }
 }
 
 /// Run one stage's `on_request`, waiting when it asks to: each line of
@@ -79,6 +100,10 @@ pub async fn run(
     match stage.on_request(exchange)? {
         Flow::Continue => Ok(None),
         Flow::Respond(answer) => Ok(Some(answer)),
-        Flow::Wait(wait) => wait.await.map(|()| None),
+        Flow::Wait(wait) => {
+            let apply = wait.await?;
+            apply(exchange);
+            Ok(None)
+        }
     }
 }

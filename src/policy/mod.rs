@@ -7,8 +7,8 @@
 //! change; a set that fails to compile or fails its self-check never replaces the one in
 //! force.
 //!
-//! Hooks: `route(req)` → [`Decision`], `redact(text)` → string, and (later issues)
-//! `limits(req)`, `budget(req, spend)`. `req` is [`PolicyRequest::to_dynamic`]. Helpers:
+//! Hooks: `route(req)` → [`Decision`], `redact(text)` → string, `limits(req)` →
+//! [`LimitSpec`]s, and (a later issue) `budget(req, spend)`. `req` is [`PolicyRequest::to_dynamic`]. Helpers:
 //! `model_info(name)`, `provider_healthy(provider)`, `latency_ms(model, pct)`, `log(msg)`.
 //! A script refuses a request with `throw #{ status: 403, message: "…" }`.
 //!
@@ -21,6 +21,7 @@ pub mod cli;
 pub mod decision;
 pub mod engine;
 pub mod host;
+pub mod limits;
 pub mod reload;
 pub mod set;
 pub mod store;
@@ -28,6 +29,7 @@ pub mod store;
 pub use decision::{Decision, PolicyRequest};
 pub use engine::PolicyEngine;
 pub use host::{ConfigHost, HostInfo, LatencyWindow, ModelInfo};
+pub use limits::LimitSpec;
 pub use set::{PolicyFile, PolicySet};
 pub use store::{PolicyOptions, PolicyStore};
 

@@ -6,6 +6,7 @@
 
 use super::decision::{decision_from_dynamic, Decision, PolicyRequest};
 use super::engine::PolicyEngine;
+use super::limits::{limits_from_dynamic, LimitSpec};
 use super::PolicyError;
 use chrono::{DateTime, Utc};
 use rhai::{Dynamic, EvalAltResult, AST};
@@ -148,6 +149,8 @@ pub struct PolicySet {
     hooks: Hooks,
     /// Function name → the file defining it, to place run-time errors.
     fn_files: HashMap<String, String>,
+    /// File name → its text, to place a hook's shape errors on a line.
+    texts: HashMap<String, std::sync::Arc<str>>,
 }
 
 impl PolicySet {
@@ -161,6 +164,7 @@ impl PolicySet {
             loaded_at: Utc::now(),
             hooks: Hooks::default(),
             fn_files: HashMap::new(),
+            texts: HashMap::new(),
         }
     }
 
@@ -195,6 +199,7 @@ impl PolicySet {
         let mut fn_files = HashMap::new();
         let mut defined: HashMap<(String, usize), String> = HashMap::new();
         let mut files = Vec::with_capacity(sources.len());
+        let mut texts = HashMap::new();
         for source in sources {
             let mut ast =
                 engine
@@ -234,6 +239,10 @@ impl PolicySet {
                 fn_files.insert(f.name.to_string(), source.name.clone());
             }
             ast.set_source(source.name.as_str());
+            texts.insert(
+                source.name.clone(),
+                std::sync::Arc::from(source.text.as_str()),
+            );
             merged.combine(ast);
             files.push(PolicyFile {
                 name: source.name,
@@ -271,6 +280,7 @@ impl PolicySet {
             loaded_at: Utc::now(),
             hooks,
             fn_files,
+            texts,
         })
     }
 
@@ -362,9 +372,55 @@ impl PolicySet {
         })
     }
 
-    /// Run `limits(req)` and return its raw value (its shape belongs to the rate limiter).
-    pub(crate) fn limits_hook(&self, req: &PolicyRequest) -> Result<Dynamic, HookFailure> {
-        self.call_hook("limits", (req.to_dynamic(),))
+    /// Run `limits(req)`: the buckets this request counts against (none without a hook).
+    pub fn limits(&self, req: &PolicyRequest) -> Result<Vec<LimitSpec>, PolicyError> {
+        if !self.hooks.limits {
+            return Ok(Vec::new());
+        }
+        self.limits_hook(req)
+            .map_err(HookFailure::into_request_error)
+    }
+
+    /// Run `limits(req)` and check its shape; a bad one names the file and the line of the
+    /// offending key (else of the hook).
+    pub(crate) fn limits_hook(&self, req: &PolicyRequest) -> Result<Vec<LimitSpec>, HookFailure> {
+        let value = self.call_hook("limits", (req.to_dynamic(),))?;
+        limits_from_dynamic(value).map_err(|(message, key)| {
+            let file = self.file_of("limits", None);
+            let (line, column) = self.line_of("limits", &file, key.as_deref());
+            HookFailure::Runtime {
+                file,
+                line,
+                column,
+                message,
+            }
+        })
+    }
+
+    /// The line (1-based) and column of `key:` inside `function` in `file`, else of the
+    /// function's definition; `(0, 0)` when neither is found.
+    fn line_of(&self, function: &str, file: &str, key: Option<&str>) -> (usize, usize) {
+        let Some(text) = self.texts.get(file) else {
+            return (0, 0);
+        };
+        let definition = format!("fn {function}(");
+        let mut lines = text.lines().enumerate();
+        let Some((start, line)) = lines.find(|(_, line)| line.contains(&definition)) else {
+            return (0, 0);
+        };
+        let at_definition = (start + 1, line.find("fn ").map_or(1, |c| c + 1));
+        let Some(key) = key else {
+            return at_definition;
+        };
+        let found = std::iter::once((start, line))
+            .chain(lines.take_while(|(_, line)| !line.trim_start().starts_with("fn ")))
+            .find_map(|(n, line)| {
+                line.match_indices(key).find_map(|(column, _)| {
+                    let after = line[column + key.len()..].trim_start();
+                    after.starts_with(':').then_some((n + 1, column + 1))
+                })
+            });
+        found.unwrap_or(at_definition)
     }
 
     fn call_hook(&self, hook: &str, args: impl rhai::FuncArgs) -> Result<Dynamic, HookFailure> {

@@ -402,3 +402,56 @@ fn inputs_larger_than_the_string_limit_are_still_readable() {
     .unwrap();
     assert_eq!(s.route(&r).unwrap().unwrap().chain, ["a"]);
 }
+
+#[test]
+fn a_limits_hook_with_an_unknown_key_fails_the_self_check_at_its_file_and_line() {
+    let s = set(&[
+        ("a_route.rhai", "fn route(req) { () }"),
+        (
+            "limits.rhai",
+            "// per-user tokens\nfn limits(req) {\n  [ #{ key: `user:${req.user}`,\n     tokens_per_mintue: 20000 } ]\n}",
+        ),
+    ])
+    .unwrap();
+    let err = s.self_check(None).unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::SelfCheck { file, line: 4, column: 6, .. } if file == "limits.rhai"),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("limits.rhai:4:6: "), "{text}");
+    assert!(text.contains("unknown key `tokens_per_mintue`"), "{text}");
+}
+
+#[test]
+fn a_limits_hook_without_any_limit_fails_at_the_hook_definition() {
+    let s = set(&[(
+        "l.rhai",
+        "\n\nfn limits(req) { [ #{ key: \"k\", queue_ms: 10 } ] }",
+    )])
+    .unwrap();
+    let err = s.self_check(None).unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::SelfCheck { line: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("sets no limit"), "{err}");
+}
+
+#[test]
+fn limits_returns_the_specs_a_request_counts_against() {
+    let s = set(&[(
+        "l.rhai",
+        r#"fn limits(req) {
+            if req.feature == "batch" {
+                return [ #{ key: "feature:batch", requests_per_minute: 60, priority: "batch" } ];
+            }
+            [ #{ key: `user:${req.user}`, tokens_per_minute: 1000, queue_ms: 500 } ]
+        }"#,
+    )])
+    .unwrap();
+    let specs = s.limits(&req()).unwrap();
+    assert_eq!(specs.len(), 1);
+    assert!(specs[0].bucket.key.as_str().starts_with("user:"));
+    assert_eq!(specs[0].queue, std::time::Duration::from_millis(500));
+}

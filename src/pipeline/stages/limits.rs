@@ -1,0 +1,365 @@
+//! The admit stage's rate limits: every bucket a request matches (static `[[limits]]` rules
+//! and the policy's `limits` hook), reserved all or none at admission, waited for in the fair
+//! queue, settled in the tail to the real usage.
+//!
+//! Cost on the request path: nothing when no rule matches and the policy names no limit;
+//! otherwise one bucket key per matched rule, one input estimate (one pass over the prompt's
+//! bytes) and one ledger reservation (see `benches/admission.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+
+use super::{Flow, Stage};
+use crate::config::{Config, LimitRule, ModelConfig, Priority};
+use crate::context::RequestContext;
+use crate::error::{ErrorCode, ErrorSource, GatewayError};
+use crate::ledger::{
+    Admission, BucketKey, BucketLimit, Demand, Limit, Refusal, RefusalReason, Reservation, Waiting,
+    WindowStatus,
+};
+use crate::pipeline::exchange::{Exchange, Finished};
+use crate::policy::LimitSpec;
+
+/// What the limits stage knows about one request.
+#[derive(Debug, Default)]
+pub struct LimitsState {
+    /// The reservation to settle in the tail.
+    pub reservation: Option<Reservation>,
+    /// The bucket keys the request counted against, in order.
+    pub applied: Vec<String>,
+    /// Tokens reserved at admission (input estimate + output allowance).
+    pub reserved_tokens: u64,
+    /// Tokens settled in the tail (the real usage, or what was observed).
+    pub settled_tokens: Option<u64>,
+    /// Time spent in the fair queue.
+    pub queued: Duration,
+    /// The tightest token limit right after admission, for the `x-ratelimit-*` headers.
+    pub tightest: Option<(BucketKey, WindowStatus)>,
+}
+
+/// One `[[limits]]` rule, prepared once.
+struct Rule {
+    name: String,
+    fields: Vec<(Field, MatchValue)>,
+    limit: Limit,
+    queue: Duration,
+    priority: Priority,
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    User,
+    Team,
+    Tier,
+    Feature,
+    Model,
+    Key,
+}
+
+impl Field {
+    fn as_str(self) -> &'static str {
+        match self {
+            Field::User => "user",
+            Field::Team => "team",
+            Field::Tier => "tier",
+            Field::Feature => "feature",
+            Field::Model => "model",
+            Field::Key => "key",
+        }
+    }
+
+    fn value<'a>(self, ctx: &'a RequestContext, model: &'a str) -> Option<&'a str> {
+        let principal = ctx.principal.as_ref();
+        match self {
+            Field::User => principal.map(|p| p.user.as_str()),
+            Field::Team => principal.and_then(|p| p.team.as_deref()),
+            Field::Tier => principal.and_then(|p| p.tier.as_deref()),
+            Field::Feature => ctx.feature.as_deref(),
+            Field::Model => Some(model),
+            Field::Key => principal.map(|p| p.key_id.as_str()),
+        }
+    }
+}
+
+enum MatchValue {
+    /// `"*"`: any value, one bucket per value.
+    Each,
+    /// Exactly this value.
+    Is(String),
+}
+
+impl Rule {
+    fn new(index: usize, rule: &LimitRule) -> Rule {
+        let m = &rule.matcher;
+        let fields = [
+            (Field::User, &m.user),
+            (Field::Team, &m.team),
+            (Field::Tier, &m.tier),
+            (Field::Feature, &m.feature),
+            (Field::Model, &m.model),
+            (Field::Key, &m.key),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| {
+            let value = value.as_deref()?;
+            Some((
+                field,
+                if value == "*" {
+                    MatchValue::Each
+                } else {
+                    MatchValue::Is(value.to_string())
+                },
+            ))
+        })
+        .collect();
+        Rule {
+            name: rule
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("limits[{index}]")),
+            fields,
+            limit: Limit {
+                tokens_per_minute: rule.tokens_per_minute,
+                requests_per_minute: rule.requests_per_minute,
+                tokens_per_day: rule.tokens_per_day,
+                requests_per_day: rule.requests_per_day,
+                concurrency: rule.concurrency,
+            },
+            queue: Duration::from_millis(rule.queue_ms),
+            priority: rule.priority,
+        }
+    }
+
+    /// The bucket this request counts against under this rule, if it matches:
+    /// `name:field=value…` over the rule's fields.
+    fn bucket(&self, ctx: &RequestContext, model: &str) -> Option<BucketLimit> {
+        let mut key = self.name.clone();
+        for (field, wanted) in &self.fields {
+            let value = field.value(ctx, model)?;
+            if let MatchValue::Is(wanted) = wanted {
+                if wanted != value {
+                    return None;
+                }
+            }
+            key.push(':');
+            key.push_str(field.as_str());
+            key.push('=');
+            key.push_str(value);
+        }
+        Some(BucketLimit::new(key, self.limit))
+    }
+}
+
+/// The limits stage.
+pub struct Limits {
+    rules: Vec<Rule>,
+    admission: Arc<Admission>,
+    default_output_tokens: u32,
+}
+
+impl Limits {
+    /// The stage for `config`'s rules, on `admission`.
+    pub fn new(config: &Config, admission: Arc<Admission>) -> Limits {
+        Limits {
+            rules: config
+                .limits
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| Rule::new(i, rule))
+                .collect(),
+            admission,
+            default_output_tokens: config.admission.reserve_output_tokens,
+        }
+    }
+
+    /// Every limit the request matches: the static rules first, then the policy's.
+    fn specs(&self, exchange: &Exchange) -> Vec<LimitSpec> {
+        let policy = exchange.decided.as_ref().map(|d| d.limits.as_slice());
+        let mut specs = Vec::with_capacity(self.rules.len() + policy.map_or(0, <[_]>::len));
+        for rule in &self.rules {
+            if let Some(bucket) = rule.bucket(&exchange.ctx, &exchange.request.model) {
+                specs.push(LimitSpec {
+                    bucket,
+                    queue: rule.queue,
+                    priority: rule.priority,
+                    owner: None,
+                });
+            }
+        }
+        specs.extend(policy.into_iter().flatten().cloned());
+        specs
+    }
+
+    /// The output tokens to reserve: the request's `max_tokens` (capped by the model's
+    /// limit), else the model's `reserve_output_tokens`, else its `max_output_tokens`, else
+    /// the `[admission]` default.
+    fn output_allowance(&self, asked: Option<u32>, model: Option<&ModelConfig>) -> u64 {
+        let limit = model.and_then(|m| m.max_output_tokens);
+        let allowance = match (asked, limit) {
+            (Some(asked), Some(limit)) => asked.min(limit),
+            (Some(asked), None) => asked,
+            (None, _) => model
+                .and_then(|m| m.reserve_output_tokens.or(m.max_output_tokens))
+                .unwrap_or(self.default_output_tokens),
+        };
+        u64::from(allowance)
+    }
+}
+
+/// The demand of a request: its input estimate plus its output allowance.
+pub fn demand_of(exchange: &Exchange, output_allowance: u64) -> Demand {
+    Demand {
+        tokens: crate::tokens::quick_estimate_input(&exchange.request)
+            .saturating_add(output_allowance),
+    }
+}
+
+impl Stage for Limits {
+    fn on_request(&self, exchange: &mut Exchange) -> Result<Flow, GatewayError> {
+        let specs = self.specs(exchange);
+        if specs.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let model = exchange
+            .decided
+            .as_ref()
+            .and_then(|d| d.plan.targets.first())
+            .map(|route| route.model.clone());
+        let demand = demand_of(
+            exchange,
+            self.output_allowance(exchange.request.max_tokens, model.as_deref()),
+        );
+        let user = exchange
+            .ctx
+            .principal
+            .as_ref()
+            .map_or("", |p| p.user.as_str());
+        let waiting = Waiting {
+            owner: Arc::from(
+                specs
+                    .iter()
+                    .find_map(|s| s.owner.as_deref())
+                    .unwrap_or(user),
+            ),
+            priority: if specs.iter().any(|s| s.priority == Priority::Batch) {
+                Priority::Batch
+            } else {
+                Priority::Interactive
+            },
+            max_wait: specs.iter().map(|s| s.queue).max().unwrap_or_default(),
+        };
+        let state = &mut exchange.stages.limits;
+        state.applied = specs.iter().map(|s| s.bucket.key.to_string()).collect();
+        state.reserved_tokens = demand.tokens;
+        let buckets: Vec<BucketLimit> = specs.into_iter().map(|s| s.bucket).collect();
+        let admission = self.admission.clone();
+        Ok(Flow::Wait(Box::pin(async move {
+            match admission.admit(&buckets, demand, &waiting).await {
+                Ok(admitted) => {
+                    let apply: super::Apply = Box::new(move |exchange: &mut Exchange| {
+                        let state = &mut exchange.stages.limits;
+                        state.queued = admitted.queued;
+                        state.tightest = admitted.reservation.tightest_tokens().cloned();
+                        state.reservation = Some(admitted.reservation);
+                    });
+                    Ok(apply)
+                }
+                Err(refusal) => Err(refused(refusal)),
+            }
+        })))
+    }
+
+    fn on_finish(&self, done: &mut Finished) {
+        let Some(reservation) = done.stages.limits.reservation.take() else {
+            return;
+        };
+        let actual = settled_tokens(done);
+        done.stages.limits.settled_tokens = Some(actual);
+        let settle = self
+            .admission
+            .clone()
+            .settle_owned(reservation, Demand { tokens: actual });
+        run_to_end(settle, done.state.background.as_ref());
+    }
+}
+
+/// The tokens to settle: the provider's reported usage; for a response cut short (client gone,
+/// upstream failed mid-stream), never less than what was observed.
+pub fn settled_tokens(done: &Finished) -> u64 {
+    let usage = &done.outcome.usage;
+    let reported = usage.input_tokens.saturating_add(usage.output_tokens);
+    if done.outcome.route.is_none() {
+        // No target answered: nothing was consumed upstream.
+        return reported;
+    }
+    let observed_output = (done.outcome.text.len()
+        + done
+            .outcome
+            .tool_calls
+            .iter()
+            .map(|c| c.name.len() + c.arguments.len())
+            .sum::<usize>())
+    .div_ceil(4) as u64;
+    reported.max(usage.input_tokens.saturating_add(observed_output))
+}
+
+/// Drive a settlement: the in-process ledger settles at once; a store that must wait (a
+/// network ledger) finishes on the background runtime.
+fn run_to_end(
+    settle: futures_util::future::BoxFuture<'static, ()>,
+    background: Option<&tokio::runtime::Handle>,
+) {
+    let mut settle = settle;
+    if (&mut settle).now_or_never().is_some() {
+        return;
+    }
+    match background {
+        Some(handle) => {
+            handle.spawn(settle);
+        }
+        None => {
+            tokio::spawn(settle);
+        }
+    }
+}
+
+/// A refusal as the client's error: 429 naming the limit, with `Retry-After` when a wait
+/// would help.
+fn refused(refusal: Refusal) -> GatewayError {
+    match refusal {
+        Refusal::Limited {
+            denied,
+            retry_after,
+            reason,
+        } => {
+            let why = match reason {
+                RefusalReason::NoQueue | RefusalReason::WaitTooLong => "",
+                RefusalReason::NeverFits => {
+                    " (the request alone is larger than the limit: it can never pass)"
+                }
+                RefusalReason::QueueFull => " (the queue is full)",
+                RefusalReason::TimedOut => " (no room freed up within queue_ms)",
+            };
+            let after = retry_after
+                .map(|d| format!("; retry after {:.1} s", d.as_secs_f64()))
+                .unwrap_or_default();
+            GatewayError::new(
+                ErrorSource::Client,
+                ErrorCode::RateLimited,
+                format!(
+                    "rate limit exceeded: {} of `{}`{why}{after}",
+                    denied.window, denied.key
+                ),
+            )
+            .with_retry_after(retry_after.map(|d| d.max(Duration::from_millis(1))))
+        }
+        Refusal::BucketCap { cap } => GatewayError::new(
+            ErrorSource::Internal,
+            ErrorCode::Unavailable,
+            format!("too many live rate-limit buckets (cap {cap}); try again shortly"),
+        )
+        .with_retry_after(Some(Duration::from_secs(1))),
+    }
+}

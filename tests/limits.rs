@@ -1,0 +1,139 @@
+//! Rate limits end to end: the in-process gateway on a real socket, static `[[limits]]` and
+//! the policy's `limits` hook, scripted providers at the provider boundary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::inproc::{config, start, swap, Script, Scripted};
+use common::{client, sha256_hex};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Keys for users bob and carol (alice is the preamble's `KEY`).
+fn users() -> String {
+    format!(
+        "\n[[keys]]\nid = \"bob-key\"\nkey_sha256 = \"{}\"\nuser = \"bob\"\n\n[[keys]]\nid = \"carol-key\"\nkey_sha256 = \"{}\"\nuser = \"carol\"\n",
+        sha256_hex("sk-bob"),
+        sha256_hex("sk-carol"),
+    )
+}
+
+fn key_of(user: &str) -> &'static str {
+    match user {
+        "alice" => common::KEY,
+        "bob" => "sk-bob",
+        _ => "sk-carol",
+    }
+}
+
+/// A chat body whose reservation is exactly `tokens`: the input estimate of "hi" is 1 token
+/// of text + 3 per message + 3 = 7, plus `max_tokens`.
+fn chat(tokens: u64) -> Value {
+    json!({ "model": "m1", "max_tokens": tokens - 7, "messages": [{ "role": "user", "content": "hi" }] })
+}
+
+async fn send(
+    gw: &common::inproc::InProc,
+    user: &str,
+    feature: &str,
+    body: &Value,
+) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key_of(user))
+        .header("x-switchyard-feature", feature)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn send_anthropic(
+    gw: &common::inproc::InProc,
+    user: &str,
+    body: &Value,
+) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", key_of(user))
+        .header("anthropic-version", "2023-06-01")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn streamed(tokens: u64) -> Value {
+    let mut body = chat(tokens);
+    body["stream"] = json!(true);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_of_n_tokens_admits_requests_totalling_n_and_refuses_more_at_once_in_both_dialects()
+{
+    let extra = format!(
+        "{}\n[[limits]]\nname = \"per-user\"\nmatch = {{ user = \"*\" }}\ntokens_per_minute = 100\n",
+        users()
+    );
+    // Streams that never end hold their reservations until the client leaves.
+    let p1 = Scripted::new("p1", vec![Script::StreamThenHang(vec!["x"])]);
+    let gw = start(&config(None, &extra), |s| swap(s, "p1", p1.clone())).await;
+    let first = send(&gw, "alice", "edge", &streamed(60)).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "100");
+    assert_eq!(first.headers()["x-ratelimit-remaining-tokens"], "40");
+    let second = send(&gw, "alice", "edge", &streamed(40)).await;
+    assert_eq!(second.status(), 200, "60 + 40 = the limit exactly");
+    assert_eq!(second.headers()["x-ratelimit-remaining-tokens"], "0");
+
+    let started = Instant::now();
+    let over = send(&gw, "alice", "edge", &chat(8)).await;
+    assert_eq!(over.status(), 429);
+    let retry_after: u64 = over.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tokens_per_minute of `per-user:user=alice`"),
+        "{message}"
+    );
+
+    let over = send_anthropic(
+        &gw,
+        "alice",
+        &json!({ "model": "m1", "max_tokens": 1, "messages": [{ "role": "user", "content": "hi" }] }),
+    )
+    .await;
+    assert_eq!(over.status(), 429);
+    assert!(over.headers().contains_key("retry-after"));
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not after a wait"
+    );
+
+    // One user at the limit does not slow another.
+    let started = Instant::now();
+    let bob = send(&gw, "bob", "edge", &streamed(100)).await;
+    assert_eq!(bob.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A request larger than the whole limit can never pass: 429 without Retry-After.
+    let never = send(&gw, "carol", "edge", &chat(101)).await;
+    assert_eq!(never.status(), 429);
+    assert!(never.headers().get("retry-after").is_none());
+    let body: Value = never.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("never pass"));
+    drop((first, second, bob));
+}

@@ -49,3 +49,37 @@ pub fn error_response(err: &GatewayError, dialect: Dialect) -> Response<Body> {
     }
     response
 }
+
+/// Decode `%XX` escapes and `+`; fails on a broken escape or invalid UTF-8.
+pub fn percent_decode(text: &str) -> Result<String, ()> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut input = text.bytes();
+    while let Some(byte) = input.next() {
+        match byte {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let hex = [input.next().ok_or(())?, input.next().ok_or(())?];
+                let hex = std::str::from_utf8(&hex).map_err(|_| ())?;
+                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            }
+            other => bytes.push(other),
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| ())
+}
+
+/// The `(name, value)` pairs of a query string, percent-decoded; a broken escape is an error
+/// naming the parameter.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for pair in query.trim_start_matches('?').split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(raw_key).map_err(|()| "query string: bad percent-encoding".to_string())?;
+        let value = percent_decode(raw_value).map_err(|()| format!("parameter `{key}`: bad percent-encoding"))?;
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}

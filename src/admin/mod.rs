@@ -1,5 +1,5 @@
 //! The admin HTTP API (`/admin/*`), behind the admin key:
-//! logs search and replay, the policy in force, chaos drills.
+//! logs search and replay, the policy in force, chaos drills, live rate limits.
 
 use crate::error::{Dialect, ErrorCode, ErrorSource, GatewayError};
 use crate::http::{error_response, json_value, Body};
@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
 
+mod limits;
 mod logs;
 
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
@@ -30,6 +31,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
         },
         (Method::GET, ["chaos"]) => Ok(json_value(&state.chaos.faults_json())),
         (Method::POST, ["chaos"]) => chaos(&state, req).await,
+        (Method::GET, ["limits"]) => limits::list(&state, &query).await,
         (Method::GET, ["logs"]) => logs::search(&state, &query).await,
         (Method::GET, ["logs", id]) => logs::get(&state, id).await,
         (Method::POST, ["logs", id, "replay"]) => {

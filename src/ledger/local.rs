@@ -256,6 +256,28 @@ impl LocalLedger {
         shard.get(key).map(|bucket| bucket.status(key, now))
     }
 
+    /// Live buckets whose key starts with `prefix`, sorted by key, at most `max`.
+    pub fn buckets_now(&self, prefix: &str, max: usize) -> Vec<BucketStatus> {
+        let now = Instant::now();
+        let mut found: Vec<BucketStatus> = Vec::new();
+        for shard in &self.shards {
+            let shard = lock(shard);
+            for (key, bucket) in shard.iter() {
+                if key.as_str().starts_with(prefix) {
+                    found.push(bucket.status(key, now));
+                }
+            }
+            // Keep memory bounded while scanning: the `max` smallest keys so far.
+            if found.len() > max.saturating_mul(2).max(1024) {
+                found.sort_by(|a, b| a.key.cmp(&b.key));
+                found.truncate(max);
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        found.truncate(max);
+        found
+    }
+
     /// Evict every idle bucket (all windows full, nothing in flight); returns how many.
     /// Call it periodically; a reservation that meets the cap also calls it.
     pub fn evict_idle(&self) -> usize {
@@ -458,6 +480,14 @@ impl Ledger for LocalLedger {
             demand,
             Instant::now(),
         )))
+    }
+
+    fn buckets<'a>(
+        &'a self,
+        prefix: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<BucketStatus>, LedgerError>> {
+        Box::pin(std::future::ready(Ok(self.buckets_now(prefix, max))))
     }
 
     fn status<'a>(

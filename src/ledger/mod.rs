@@ -342,6 +342,14 @@ pub trait Ledger: Send + Sync {
         demand: Demand,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
 
+    /// Live buckets as seen now, at most `max` of them (sorted by key), for `/admin/limits`;
+    /// with `prefix`, only keys starting with it.
+    fn buckets<'a>(
+        &'a self,
+        prefix: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<BucketStatus>, LedgerError>>;
+
     /// One bucket as seen now, or `None` if it is not live (never used, or evicted idle:
     /// an evicted bucket was full, exactly as a new one).
     fn status<'a>(

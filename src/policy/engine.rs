@@ -115,9 +115,32 @@ fn register_helpers(engine: &mut Engine, host: Arc<dyn HostInfo>) {
     engine.register_fn("latency_ms", move |model: &str, pct: FLOAT| -> Dynamic {
         latency(h.as_ref(), model, pct)
     });
-    let h = host;
+    let h = host.clone();
     engine.register_fn("latency_ms", move |model: &str, pct: INT| -> Dynamic {
         latency(h.as_ref(), model, pct as FLOAT)
+    });
+    let h = host.clone();
+    engine.register_fn("headroom", move |model: &str| -> Dynamic {
+        h.headroom(model).map_or(Dynamic::UNIT, |tokens| {
+            Dynamic::from_int(INT::try_from(tokens).unwrap_or(INT::MAX))
+        })
+    });
+    let h = host;
+    engine.register_fn("limit_status", move |key: &str| -> Dynamic {
+        h.limit_status(key).map_or(Dynamic::UNIT, |status| {
+            let mut map = rhai::Map::new();
+            map.insert("window".into(), Dynamic::from(status.window.to_string()));
+            map.insert("used".into(), Dynamic::from_int(status.used));
+            map.insert(
+                "limit".into(),
+                Dynamic::from_int(INT::try_from(status.limit).unwrap_or(INT::MAX)),
+            );
+            map.insert(
+                "resets_in_ms".into(),
+                Dynamic::from_int(INT::try_from(status.resets_in_ms).unwrap_or(INT::MAX)),
+            );
+            Dynamic::from_map(map)
+        })
     });
     engine.register_fn("log", |text: &str| {
         tracing::info!(target: "switchyard::policy::script", text, "policy log");

@@ -32,6 +32,38 @@ pub trait HostInfo: Send + Sync {
     /// The `pct` percentile (0–100) of recently observed latency of `model` in milliseconds;
     /// `None` when nothing was observed recently.
     fn latency_ms(&self, model: &str, pct: f64) -> Option<f64>;
+    /// Tokens left this minute for `model` at its provider (its `tpm` and what the provider
+    /// said in its rate-limit headers); `None` when nothing limits it or nothing is known.
+    fn headroom(&self, _model: &str) -> Option<u64> {
+        None
+    }
+    /// One rate-limit bucket as seen now; `None` when it is not live.
+    fn limit_status(&self, _key: &str) -> Option<LimitStatus> {
+        None
+    }
+}
+
+/// A rate-limit bucket as a script sees it through `limit_status(key)`: its first limited
+/// window (tokens per minute first, then requests per minute, per day, concurrency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitStatus {
+    /// The window, e.g. `tokens_per_minute`.
+    pub window: &'static str,
+    /// Used in the window (may exceed the limit after a charge).
+    pub used: i64,
+    /// The limit.
+    pub limit: u64,
+    /// Milliseconds until the window is full again.
+    pub resets_in_ms: u64,
+}
+
+/// Live rate-limit facts for [`ConfigHost::with_limits`]: the gateway's ledger and model
+/// capacity.
+pub trait LimitsView: Send + Sync {
+    /// See [`HostInfo::headroom`].
+    fn headroom(&self, model: &str) -> Option<u64>;
+    /// See [`HostInfo::limit_status`].
+    fn limit_status(&self, key: &str) -> Option<LimitStatus>;
 }
 
 /// A health oracle for [`ConfigHost::with_health`]: provider name → healthy.
@@ -43,6 +75,7 @@ pub struct ConfigHost {
     models: HashMap<String, ModelInfo>,
     latency: Option<Arc<LatencyWindow>>,
     health: Option<HealthFn>,
+    limits: Option<Arc<dyn LimitsView>>,
 }
 
 impl ConfigHost {
@@ -65,6 +98,7 @@ impl ConfigHost {
             models,
             latency: None,
             health: None,
+            limits: None,
         }
     }
 
@@ -74,12 +108,19 @@ impl ConfigHost {
             models: models.into_iter().collect(),
             latency: None,
             health: None,
+            limits: None,
         }
     }
 
     /// Answer `latency_ms` from this window of observed latencies.
     pub fn with_latency(mut self, window: Arc<LatencyWindow>) -> ConfigHost {
         self.latency = Some(window);
+        self
+    }
+
+    /// Answer `headroom` and `limit_status` from the live ledger.
+    pub fn with_limits(mut self, limits: Arc<dyn LimitsView>) -> ConfigHost {
+        self.limits = Some(limits);
         self
     }
 
@@ -101,6 +142,14 @@ impl HostInfo for ConfigHost {
 
     fn latency_ms(&self, model: &str, pct: f64) -> Option<f64> {
         self.latency.as_ref()?.percentile(model, pct)
+    }
+
+    fn headroom(&self, model: &str) -> Option<u64> {
+        self.limits.as_ref()?.headroom(model)
+    }
+
+    fn limit_status(&self, key: &str) -> Option<LimitStatus> {
+        self.limits.as_ref()?.limit_status(key)
     }
 }
 

@@ -9,7 +9,8 @@
 //!
 //! Hooks: `route(req)` → [`Decision`], `redact(text)` → string, `limits(req)` →
 //! [`LimitSpec`]s, and (a later issue) `budget(req, spend)`. `req` is [`PolicyRequest::to_dynamic`]. Helpers:
-//! `model_info(name)`, `provider_healthy(provider)`, `latency_ms(model, pct)`, `log(msg)`.
+//! `model_info(name)`, `provider_healthy(provider)`, `latency_ms(model, pct)`,
+//! `headroom(model)`, `limit_status(key)`, `log(msg)`.
 //! A script refuses a request with `throw #{ status: 403, message: "…" }`.
 //!
 //! Top-level statements of a file never run at request time (hooks are called without
@@ -28,7 +29,7 @@ pub mod store;
 
 pub use decision::{Decision, PolicyRequest};
 pub use engine::PolicyEngine;
-pub use host::{ConfigHost, HostInfo, LatencyWindow, ModelInfo};
+pub use host::{ConfigHost, HostInfo, LatencyWindow, LimitStatus, LimitsView, ModelInfo};
 pub use limits::LimitSpec;
 pub use set::{PolicyFile, PolicySet};
 pub use store::{PolicyOptions, PolicyStore};

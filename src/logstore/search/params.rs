@@ -113,23 +113,7 @@ pub(super) fn bad(param: &str, reason: &str) -> LogError {
     LogError::BadRequest(format!("parameter `{param}`: {reason}"))
 }
 
-/// Decode `%XX` escapes and `+`; fails on a broken escape or invalid UTF-8.
-pub(super) fn percent_decode(text: &str) -> Result<String, ()> {
-    let mut bytes = Vec::with_capacity(text.len());
-    let mut input = text.bytes();
-    while let Some(byte) = input.next() {
-        match byte {
-            b'+' => bytes.push(b' '),
-            b'%' => {
-                let hex = [input.next().ok_or(())?, input.next().ok_or(())?];
-                let hex = std::str::from_utf8(&hex).map_err(|_| ())?;
-                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-            }
-            other => bytes.push(other),
-        }
-    }
-    String::from_utf8(bytes).map_err(|_| ())
-}
+pub(super) use crate::http::percent_decode;
 
 /// Epoch ms from RFC 3339, a bare date, a zone-less date-time (UTC) or an integer.
 pub(super) fn parse_time(text: &str) -> Option<i64> {

@@ -175,9 +175,11 @@ pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
     let mut workers = Vec::with_capacity(threads);
     for (n, listener) in listeners.into_iter().enumerate() {
         let mut worker_state = (*state).clone();
-        // Each thread's own client, so its pooled connections live on its runtime.
-        worker_state.registry =
-            Registry::from_config(&config).map_err(|e| anyhow::anyhow!(e.message))?;
+        // Each thread's own client, so its pooled connections live on its runtime; the rate
+        // hints are one store for all threads.
+        let hints = state.registry.rate_hints().clone();
+        worker_state.registry = Registry::from_config_with_hints(&config, hints)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         let worker_state = Arc::new(worker_state);
         let mut stop = stop_rx.clone();
         let limits = limits.clone();

@@ -42,7 +42,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Everything a request needs, built once at start. Each request thread holds its own copy
-/// (sharing all but the registry, whose HTTP client pools connections per thread).
+/// (sharing all but the registry, whose HTTP client pools connections per thread; its rate
+/// hints are shared too).
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,

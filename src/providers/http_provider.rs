@@ -6,7 +6,11 @@
 //! [`MAX_ERROR_BODY_BYTES`], one SSE event may not exceed [`super::sse::MAX_EVENT_BYTES`],
 //! and a stream ends with an error when no event came for `stream_idle` or when the whole
 //! stream outlives `stream_timeout`.
+//!
+//! Every upstream response's headers, success or error, go to the provider's
+//! [`RateHints`] (when it has one) under (provider name, upstream model id).
 
+use super::rate_hints::RateHints;
 use super::sse::SseParser;
 use super::{
     headers_timeout_error, parse_retry_after, status_error, timeout_error, transport_error,
@@ -76,6 +80,8 @@ pub struct HttpProvider<W: Wire> {
     output_limits: HashMap<String, u32>,
     /// Parsed upstream URLs by path: parsing (with IDNA) on every request costs microseconds.
     urls: std::sync::RwLock<HashMap<String, reqwest::Url>>,
+    /// Where upstream rate-limit headers are recorded (none: not recorded).
+    hints: Option<Arc<RateHints>>,
 }
 
 /// Distinct paths remembered per provider (Gemini's include the model name).
@@ -99,7 +105,15 @@ impl<W: Wire> HttpProvider<W> {
             wire: Arc::new(wire),
             output_limits: HashMap::new(),
             urls: std::sync::RwLock::new(HashMap::new()),
+            hints: None,
         }
+    }
+
+    /// Record what every upstream response says about rate limits into `hints`, under this
+    /// provider's name and the upstream model id.
+    pub fn with_rate_hints(mut self, hints: Arc<RateHints>) -> Self {
+        self.hints = Some(hints);
+        self
     }
 
     /// Cap `max_tokens` per upstream model id (the `[[models]]` `max_output_tokens` of the
@@ -120,6 +134,7 @@ impl<W: Wire> HttpProvider<W> {
     fn call_json<T: Send + 'static>(
         &self,
         wire_req: Result<WireRequest, GatewayError>,
+        upstream_model: &str,
         headers_deadline: Option<Duration>,
         parse: fn(&W, &[u8]) -> Result<T, GatewayError>,
     ) -> BoxFuture<'static, Result<T, GatewayError>> {
@@ -127,7 +142,7 @@ impl<W: Wire> HttpProvider<W> {
             Ok(r) => r,
             Err(err) => return Box::pin(async move { Err(err) }),
         };
-        let send = self.send(wire_req, headers_deadline);
+        let send = self.send(wire_req, upstream_model, headers_deadline);
         let (wire, name, limits) = (self.wire.clone(), self.name.clone(), self.limits);
         Box::pin(async move {
             let response = send.await?;
@@ -164,10 +179,12 @@ impl<W: Wire> HttpProvider<W> {
 
     /// Send the request and wait for its status and headers: within `timeout`, or within
     /// `headers_deadline` when that is shorter (then a timeout names the missing headers).
-    /// A non-success status (a redirect included) becomes the provider's error.
+    /// A non-success status (a redirect included) becomes the provider's error. The
+    /// response's rate-limit headers are recorded for `upstream_model` either way.
     fn send(
         &self,
         wire_req: WireRequest,
+        upstream_model: &str,
         headers_deadline: Option<Duration>,
     ) -> impl std::future::Future<Output = Result<reqwest::Response, GatewayError>> + Send + 'static
     {
@@ -184,6 +201,10 @@ impl<W: Wire> HttpProvider<W> {
         let name = self.name.clone();
         let wire = self.wire.clone();
         let timeout = self.limits.timeout;
+        let hints = self
+            .hints
+            .clone()
+            .map(|hints| (hints, Box::<str>::from(upstream_model)));
         async move {
             let builder = builder?;
             let response = match headers_deadline.filter(|limit| *limit < timeout) {
@@ -195,6 +216,10 @@ impl<W: Wire> HttpProvider<W> {
                     .map_err(|_| timeout_error(&name, timeout))?,
             }
             .map_err(|err| transport_error(&name, err))?;
+            if let Some((hints, upstream)) = &hints {
+                let status = response.status().as_u16();
+                hints.observe(&name, upstream, status, response.headers());
+            }
             if response.status().is_success() {
                 return Ok(response);
             }
@@ -280,6 +305,7 @@ impl<W: Wire> Provider for HttpProvider<W> {
         self.call_json(
             self.wire
                 .chat_request(req, &self.target(upstream_model), false),
+            upstream_model,
             headers_deadline,
             W::parse_chat,
         )
@@ -297,7 +323,7 @@ impl<W: Wire> Provider for HttpProvider<W> {
             Ok(r) => r,
             Err(err) => return Box::pin(async move { Err(err) }),
         };
-        let send = self.send(wire_req, None);
+        let send = self.send(wire_req, upstream_model, None);
         let decoder = self.wire.stream_decoder(upstream_model);
         let name = self.name.clone();
         let limits = self.limits;
@@ -320,6 +346,7 @@ impl<W: Wire> Provider for HttpProvider<W> {
     ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
         self.call_json(
             self.wire.embeddings_request(req, upstream_model),
+            upstream_model,
             None,
             W::parse_embeddings,
         )

@@ -6,7 +6,7 @@ use super::*;
 use crate::canonical::{Message, Role};
 use crate::config::Secret;
 use crate::providers::openai::OpenAiWire;
-use crate::providers::{http_client, Registry};
+use crate::providers::{http_client, ProviderHeadroom, RateHints, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -240,6 +240,94 @@ max_output_tokens = 123
     let body: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["max_tokens"], 123);
     assert_eq!(body["model"], "small-v1");
+}
+
+/// A registry with one OpenAI-kind provider `oa` at an upstream answering every request
+/// with `head` (status line and headers) and `body`; model `fast` is upstream `gpt-fast`.
+async fn registry_answered_with(
+    head: &'static str,
+    body: &'static str,
+    hints: Arc<RateHints>,
+) -> Registry {
+    let addr = upstream(move |mut socket| async move {
+        let head = format!("{head}content-length: {}\r\n\r\n", body.len());
+        let _ = socket.write_all(head.as_bytes()).await;
+        let _ = socket.write_all(body.as_bytes()).await;
+    })
+    .await;
+    let config = crate::config::Config::parse(
+        &format!(
+            r#"
+[[providers]]
+name = "oa"
+kind = "openai"
+base_url = "http://{addr}/v1"
+
+[[models]]
+name = "fast"
+provider = "oa"
+upstream = "gpt-fast"
+"#
+        ),
+        std::path::Path::new("test.toml"),
+    )
+    .unwrap();
+    Registry::from_config_with_hints(&config, hints).unwrap()
+}
+
+#[tokio::test]
+async fn an_upstreams_remaining_tokens_are_recorded_for_provider_and_upstream_id() {
+    let hints = Arc::new(RateHints::new());
+    let registry = registry_answered_with(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-ratelimit-remaining-tokens: 0\r\nx-ratelimit-reset-tokens: 30s\r\n",
+        COMPLETION,
+        hints.clone(),
+    )
+    .await;
+    assert!(Arc::ptr_eq(registry.rate_hints(), &hints));
+    let route = registry.route("fast").unwrap();
+    let response = route
+        .provider
+        .chat(&request(), route.model.upstream_id(), None)
+        .await
+        .unwrap();
+    assert_eq!(response.text, "hi");
+    let room = hints.headroom("oa", "gpt-fast");
+    assert_eq!(room.tokens_remaining, Some(0));
+    let reset = room.tokens_reset_in.unwrap();
+    assert!(
+        reset <= Duration::from_secs(30) && reset > Duration::from_secs(20),
+        "{reset:?}"
+    );
+    assert_eq!(room.blocked_for, None);
+    assert_eq!(
+        hints.headroom("oa", "fast"),
+        ProviderHeadroom::default(),
+        "keyed by the upstream id, not the client-facing name"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_429_with_retry_after_blocks_the_model() {
+    let hints = Arc::new(RateHints::new());
+    let registry = registry_answered_with(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 7\r\n",
+        r#"{"error":{"message":"slow down"}}"#,
+        hints.clone(),
+    )
+    .await;
+    let route = registry.route("fast").unwrap();
+    let err = route
+        .provider
+        .chat(&request(), route.model.upstream_id(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::RateLimited);
+    let blocked = hints.headroom("oa", "gpt-fast").blocked_for.unwrap();
+    assert!(
+        blocked <= Duration::from_secs(7) && blocked > Duration::from_secs(5),
+        "{blocked:?}"
+    );
 }
 
 #[tokio::test]

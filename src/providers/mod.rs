@@ -10,9 +10,11 @@ pub mod gemini;
 mod http_provider;
 pub mod mock;
 pub mod openai;
+pub mod rate_hints;
 pub mod sse;
 
 pub use http_provider::{HttpLimits, HttpProvider, MAX_ERROR_BODY_BYTES};
+pub use rate_hints::{ProviderHeadroom, RateHints};
 
 use crate::canonical::{
     ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent,
@@ -340,18 +342,29 @@ pub struct Route {
     pub provider: Arc<dyn Provider>,
 }
 
-/// Every provider and model of a config, built once at start.
+/// Every provider and model of a config, built once at start (and once more per request
+/// thread, all sharing one [`RateHints`]).
 #[derive(Clone)]
 pub struct Registry {
     routes: HashMap<String, Route>,
     /// Model names in config order (for `GET /v1/models`).
     pub model_names: Vec<String>,
+    hints: Arc<RateHints>,
 }
 
 impl Registry {
-    /// Build every provider and index models by name. Providers share one pooled HTTP
-    /// client per distinct `connect_timeout_ms`.
+    /// Build every provider and index models by name, with a fresh [`RateHints`]. Providers
+    /// share one pooled HTTP client per distinct `connect_timeout_ms`.
     pub fn from_config(config: &Config) -> Result<Registry, GatewayError> {
+        Self::from_config_with_hints(config, Arc::new(RateHints::new()))
+    }
+
+    /// [`Self::from_config`], with HTTP providers recording what upstreams say about their
+    /// rate limits into `hints` (shared with every other registry built with it).
+    pub fn from_config_with_hints(
+        config: &Config,
+        hints: Arc<RateHints>,
+    ) -> Result<Registry, GatewayError> {
         let mut clients: HashMap<u64, reqwest::Client> = HashMap::new();
         let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
         for p in &config.providers {
@@ -364,7 +377,7 @@ impl Registry {
                 }
             };
             let limits = output_limits(config, &p.name);
-            providers.insert(p.name.as_str(), build_provider(p, client, limits)?);
+            providers.insert(p.name.as_str(), build_provider(p, client, limits, &hints)?);
         }
         let mut routes = HashMap::new();
         let mut model_names = Vec::new();
@@ -385,7 +398,13 @@ impl Registry {
         Ok(Registry {
             routes,
             model_names,
+            hints,
         })
+    }
+
+    /// The rate hints this registry's HTTP providers record into.
+    pub fn rate_hints(&self) -> &Arc<RateHints> {
+        &self.hints
     }
 
     /// The route for a client-facing model name.
@@ -446,11 +465,12 @@ fn output_limits(config: &Config, provider: &str) -> HashMap<String, u32> {
 }
 
 /// The registry line per provider kind. `output_limits` caps `max_tokens` per upstream
-/// model id.
+/// model id; HTTP providers record upstream rate limits into `hints`.
 pub fn build_provider(
     p: &ProviderConfig,
     client: reqwest::Client,
     output_limits: HashMap<String, u32>,
+    hints: &Arc<RateHints>,
 ) -> Result<Arc<dyn Provider>, GatewayError> {
     let limits = HttpLimits::from_config(p);
     let key = api_key(p);
@@ -464,7 +484,8 @@ pub fn build_provider(
                 client,
                 openai::OpenAiWire::new(key),
             )
-            .with_output_limits(output_limits),
+            .with_output_limits(output_limits)
+            .with_rate_hints(hints.clone()),
         ),
         ProviderKind::Anthropic => Arc::new(
             HttpProvider::new(
@@ -474,7 +495,8 @@ pub fn build_provider(
                 client,
                 anthropic::AnthropicWire::new(key, p.anthropic_version.clone()),
             )
-            .with_output_limits(output_limits),
+            .with_output_limits(output_limits)
+            .with_rate_hints(hints.clone()),
         ),
         ProviderKind::Gemini => Arc::new(
             HttpProvider::new(
@@ -484,12 +506,14 @@ pub fn build_provider(
                 client,
                 gemini::GeminiWire::new(key),
             )
-            .with_output_limits(output_limits),
+            .with_output_limits(output_limits)
+            .with_rate_hints(hints.clone()),
         ),
         ProviderKind::Mock => match &p.base_url {
             Some(url) => Arc::new(
                 HttpProvider::new(&p.name, url, limits, client, openai::OpenAiWire::new(key))
-                    .with_output_limits(output_limits),
+                    .with_output_limits(output_limits)
+                    .with_rate_hints(hints.clone()),
             ),
             None => Arc::new(mock::MockProvider::new(p.mock.clone()).named(&p.name)),
         },

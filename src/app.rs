@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::ledger::{Admission, LocalLedger, LocalLedgerConfig};
 use crate::logstore::LogStore;
+use crate::pipeline::capacity::{Capacity, LiveLimits};
 use crate::pipeline::{auth, breaker::Breakers, chaos::Chaos, stages::Stages, AppState};
 use crate::policy::{ConfigHost, LatencyWindow, PolicyOptions, PolicyStore};
 use crate::providers::Registry;
@@ -36,11 +37,17 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         Duration::from_millis(config.admission.evict_every_ms),
     );
     let admission = Arc::new(Admission::new(ledger, config.admission.max_waiters));
+    let capacity = Arc::new(Capacity::new(
+        &config,
+        admission.clone(),
+        registry.rate_hints().clone(),
+    ));
     let breakers = Arc::new(Breakers::new(config.dispatch.clone()));
     let health_for_policy = breakers.clone();
     let host = Arc::new(
         ConfigHost::new(&config)
             .with_latency(latency.clone())
+            .with_limits(Arc::new(LiveLimits(capacity.clone())))
             .with_health(Arc::new(move |provider: &str| {
                 health_for_policy.healthy(provider)
             })),
@@ -83,6 +90,7 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         chaos: Arc::new(Chaos::default()),
         stages: Arc::new(Stages::new(&config, admission.clone())),
         admission,
+        capacity,
         background: tokio::runtime::Handle::try_current().ok(),
         tails: tokio_util::task::TaskTracker::new(),
         closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -49,6 +49,10 @@ pub struct Attempt {
     /// The error message when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the target was skipped without an upstream call: `capacity` (no headroom under
+    /// its `tpm`/`rpm` or its provider's rate-limit headers) or `circuit_open`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What the stages know about one request so far.

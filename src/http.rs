@@ -50,22 +50,22 @@ pub fn error_response(err: &GatewayError, dialect: Dialect) -> Response<Body> {
     response
 }
 
-/// Decode `%XX` escapes and `+`; fails on a broken escape or invalid UTF-8.
-pub fn percent_decode(text: &str) -> Result<String, ()> {
+/// Decode `%XX` escapes and `+`; `None` on a broken escape or invalid UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
     let mut bytes = Vec::with_capacity(text.len());
     let mut input = text.bytes();
     while let Some(byte) = input.next() {
         match byte {
             b'+' => bytes.push(b' '),
             b'%' => {
-                let hex = [input.next().ok_or(())?, input.next().ok_or(())?];
-                let hex = std::str::from_utf8(&hex).map_err(|_| ())?;
-                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+                let hex = [input.next()?, input.next()?];
+                let hex = std::str::from_utf8(&hex).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
             }
             other => bytes.push(other),
         }
     }
-    String::from_utf8(bytes).map_err(|_| ())
+    String::from_utf8(bytes).ok()
 }
 
 /// The `(name, value)` pairs of a query string, percent-decoded; a broken escape is an error
@@ -77,8 +77,10 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
             continue;
         }
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(raw_key).map_err(|()| "query string: bad percent-encoding".to_string())?;
-        let value = percent_decode(raw_value).map_err(|()| format!("parameter `{key}`: bad percent-encoding"))?;
+        let key = percent_decode(raw_key)
+            .ok_or_else(|| "query string: bad percent-encoding".to_string())?;
+        let value = percent_decode(raw_value)
+            .ok_or_else(|| format!("parameter `{key}`: bad percent-encoding"))?;
         pairs.push((key, value));
     }
     Ok(pairs)

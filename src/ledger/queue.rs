@@ -539,6 +539,32 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Settle without waiting: the in-process ledger settles at once; a store that must wait
+    /// (a network ledger) finishes on `background` (else the current runtime).
+    pub fn settle_detached(
+        self: &Arc<Self>,
+        reservation: Reservation,
+        actual: Demand,
+        background: Option<&tokio::runtime::Handle>,
+    ) {
+        use futures_util::FutureExt;
+        let mut settle = self.clone().settle_owned(reservation, actual);
+        if (&mut settle).now_or_never().is_some() {
+            return;
+        }
+        match background
+            .cloned()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        {
+            Some(handle) => {
+                handle.spawn(settle);
+            }
+            None => tracing::warn!("rate-limit settlement dropped: no runtime to finish it"),
+        }
+    }
+}
+
 fn denial(err: LedgerError) -> Result<Denied, Refusal> {
     match err {
         LedgerError::Denied(denied) => Ok(denied),

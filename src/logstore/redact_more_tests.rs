@@ -60,6 +60,7 @@ fn every_string_and_key_of_a_record_is_redacted_wherever_it_sits() {
         status: 500,
         latency_ms: 1.0,
         error: Some(format!("bad key {KEY}")),
+        reason: None,
     });
     record.output_tool_calls.push(ToolCall {
         id: format!("out {EMAIL}"),

@@ -12,6 +12,7 @@
 //! recorded for the log.
 
 use super::breaker::Breakers;
+use super::capacity::{Capacity, Room};
 use super::chaos::Chaos;
 use super::AppState;
 use crate::canonical::{
@@ -19,6 +20,7 @@ use crate::canonical::{
 };
 use crate::context::Attempt;
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
+use crate::ledger::Reservation;
 use crate::providers::{EventStream, Route};
 use futures_util::StreamExt;
 use std::future::Future;
@@ -55,6 +57,20 @@ pub struct Dispatcher<'a> {
     pub breakers: &'a Breakers,
     pub chaos: &'a Chaos,
     pub latency: Option<&'a dyn LatencyObserver>,
+    /// Model capacity (`tpm`/`rpm`, provider hints); `None` checks nothing.
+    pub capacity: Option<&'a Capacity>,
+    /// How long a request may wait when every target lacks capacity.
+    pub capacity_wait: Duration,
+    /// The served target's capacity reservation.
+    held: std::sync::Mutex<Option<Reservation>>,
+}
+
+/// Why a target gave up.
+enum Next {
+    /// Try the next target with this error as the last one.
+    Target(GatewayError),
+    /// A final answer (not retryable): stop the chain.
+    Stop(GatewayError),
 }
 
 impl<'a> Dispatcher<'a> {
@@ -64,6 +80,29 @@ impl<'a> Dispatcher<'a> {
             breakers: &state.breakers,
             chaos: &state.chaos,
             latency: Some(&*state.latency),
+            capacity: Some(&state.capacity),
+            capacity_wait: Duration::from_millis(state.config.admission.capacity_queue_ms),
+            held: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A dispatcher without capacity checks or latency reports (tests, tools).
+    pub fn bare(breakers: &'a Breakers, chaos: &'a Chaos) -> Self {
+        Dispatcher {
+            breakers,
+            chaos,
+            latency: None,
+            capacity: None,
+            capacity_wait: Duration::ZERO,
+            held: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The tokens a chat request reserves on `route`'s model.
+    fn chat_tokens(&self, req: &ChatRequest, route: &Route) -> u64 {
+        match self.capacity {
+            Some(capacity) => capacity.reservation_tokens(req, Some(&route.model)),
+            None => 0,
         }
     }
 
@@ -76,7 +115,8 @@ impl<'a> Dispatcher<'a> {
         attempts: &mut Vec<Attempt>,
     ) -> Result<(ChatResponse, Route), GatewayError> {
         let timeout = plan.timeout;
-        self.try_chain(plan, attempts, |route: &Route| {
+        let tokens = |route: &Route| self.chat_tokens(req, route);
+        self.try_chain(plan, attempts, tokens, |route: &Route| {
             let call = route
                 .provider
                 .chat(req, route.model.upstream_id(), plan.first_token);
@@ -95,7 +135,8 @@ impl<'a> Dispatcher<'a> {
         attempts: &mut Vec<Attempt>,
     ) -> Result<(EventStream, Route), GatewayError> {
         let (timeout, first_token) = (plan.timeout, plan.first_token);
-        self.try_chain(plan, attempts, |route: &Route| {
+        let tokens = |route: &Route| self.chat_tokens(req, route);
+        self.try_chain(plan, attempts, tokens, |route: &Route| {
             let call = route.provider.chat_stream(req, route.model.upstream_id());
             let name = route.provider_name.clone();
             async move {
@@ -125,78 +166,186 @@ impl<'a> Dispatcher<'a> {
         attempts: &mut Vec<Attempt>,
     ) -> Result<(EmbeddingsResponse, Route), GatewayError> {
         let timeout = plan.timeout;
-        self.try_chain(plan, attempts, |route: &Route| {
-            let call = route.provider.embed(req, route.model.upstream_id());
-            let name = route.provider_name.clone();
-            async move { within(timeout, call, &name).await }
-        })
+        let input: usize = req.input.iter().map(String::len).sum();
+        let tokens = (input as u64).div_ceil(4) + req.input.len() as u64;
+        self.try_chain(
+            plan,
+            attempts,
+            |_: &Route| tokens,
+            |route: &Route| {
+                let call = route.provider.embed(req, route.model.upstream_id());
+                let name = route.provider_name.clone();
+                async move { within(timeout, call, &name).await }
+            },
+        )
         .await
     }
 
     /// Try each target in order, with retries, until one answers; then, if every target was
-    /// skipped for an open breaker, probe the oldest open one (panic mode).
+    /// skipped for an open breaker, probe the oldest open one (panic mode). A target without
+    /// capacity for `tokens(route)` is skipped with no upstream call; when every target lacks
+    /// it, the request waits for the first to free up (within the capacity wait), then walks
+    /// the chain again.
     async fn try_chain<T, F, Fut>(
         &self,
         plan: &Plan,
         attempts: &mut Vec<Attempt>,
+        tokens: impl Fn(&Route) -> u64,
         mut call: F,
     ) -> Result<(T, Route), GatewayError>
     where
         F: FnMut(&Route) -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
     {
-        let cfg = self.breakers.config();
-        let mut last_error: Option<GatewayError> = None;
-        let mut called = false;
-        for route in &plan.targets {
-            let provider = &*route.provider_name;
-            for retry in 0..=plan.retries {
-                if !self.breakers.allow(provider) {
-                    let err = circuit_open(provider);
-                    attempts.push(attempt(route, &err, 0.0));
-                    last_error = Some(err);
-                    break;
-                }
-                called = true;
-                let err = match self.try_once(route, attempts, &mut call).await {
-                    Ok(value) => return Ok((value, route.clone())),
-                    Err(err) => err,
+        let deadline = Instant::now() + self.capacity_wait;
+        loop {
+            let mut last_error: Option<GatewayError> = None;
+            let mut called = false;
+            let mut lacking: Option<Option<Duration>> = None;
+            let mut tried = false;
+            for route in &plan.targets {
+                let hold = match self.capacity {
+                    Some(capacity) => match capacity.take(route, tokens(route)).await {
+                        Room::Yes(hold) => hold,
+                        Room::No { why, free_in } => {
+                            attempts.push(capacity_attempt(route, &why));
+                            lacking = Some(match (lacking.flatten(), free_in) {
+                                (Some(a), Some(b)) => Some(a.min(b)),
+                                (a, b) => a.or(b),
+                            });
+                            last_error = Some(no_capacity(&why, free_in));
+                            continue;
+                        }
+                    },
+                    None => None,
                 };
-                if err.source == ErrorSource::Client {
-                    // The adapter refused a field this provider cannot honour: another
-                    // target may take it, and the breaker is not at fault.
-                    last_error = Some(keep_first_client_error(last_error, err));
-                    break;
-                }
-                if !err.retryable() {
-                    return Err(err);
-                }
-                let wait = backoff(
-                    cfg.backoff_base_ms,
-                    cfg.backoff_max_ms,
-                    retry,
-                    err.retry_after,
-                );
-                tracing::warn!(provider, model = %route.model.name, error = %err.message_for_log(), retry, "attempt failed");
-                last_error = Some(err);
-                match wait {
-                    Some(wait) if retry < plan.retries => tokio::time::sleep(wait).await,
-                    _ => break,
-                }
-            }
-        }
-        if !called {
-            let providers = plan.targets.iter().map(|r| &*r.provider_name);
-            if let Some(provider) = self.breakers.panic_probe(providers) {
-                if let Some(route) = plan.targets.iter().find(|r| &*r.provider_name == provider) {
-                    match self.try_once(route, attempts, &mut call).await {
-                        Ok(value) => return Ok((value, route.clone())),
-                        Err(err) => last_error = Some(err),
+                tried = true;
+                match self
+                    .try_target(plan, route, attempts, &mut call, &mut called)
+                    .await
+                {
+                    Ok(value) => {
+                        self.hold(hold);
+                        return Ok((value, route.clone()));
+                    }
+                    Err(Next::Target(err)) => {
+                        self.release(hold);
+                        last_error = Some(match last_error {
+                            Some(prev) if err.source == ErrorSource::Client => {
+                                keep_first_client_error(Some(prev), err)
+                            }
+                            _ => err,
+                        });
+                    }
+                    Err(Next::Stop(err)) => {
+                        self.release(hold);
+                        return Err(err);
                     }
                 }
             }
+            if !tried {
+                if let Some(free_in) = lacking {
+                    // Every target lacks capacity: wait for the first to free up, if in time.
+                    match free_in {
+                        Some(wait) if Instant::now() + wait <= deadline => {
+                            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                            continue;
+                        }
+                        _ => {
+                            return Err(last_error
+                                .unwrap_or_else(|| no_capacity("no capacity", free_in))
+                                .with_retry_after(free_in))
+                        }
+                    }
+                }
+            }
+            if !called {
+                let providers = plan.targets.iter().map(|r| &*r.provider_name);
+                if let Some(provider) = self.breakers.panic_probe(providers) {
+                    if let Some(route) = plan.targets.iter().find(|r| &*r.provider_name == provider)
+                    {
+                        match self.try_once(route, attempts, &mut call).await {
+                            Ok(value) => return Ok((value, route.clone())),
+                            Err(err) => last_error = Some(err),
+                        }
+                    }
+                }
+            }
+            return Err(last_error.unwrap_or_else(|| GatewayError::internal("empty target chain")));
         }
-        Err(last_error.unwrap_or_else(|| GatewayError::internal("empty target chain")))
+    }
+
+    /// One target with its retries: the value, or why to go on to the next target (or stop).
+    async fn try_target<T, F, Fut>(
+        &self,
+        plan: &Plan,
+        route: &Route,
+        attempts: &mut Vec<Attempt>,
+        call: &mut F,
+        called: &mut bool,
+    ) -> Result<T, Next>
+    where
+        F: FnMut(&Route) -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        let cfg = self.breakers.config();
+        let provider = &*route.provider_name;
+        let mut last_error = None;
+        for retry in 0..=plan.retries {
+            if !self.breakers.allow(provider) {
+                let err = circuit_open(provider);
+                let mut skipped = attempt(route, &err, 0.0);
+                skipped.reason = Some("circuit_open".to_string());
+                attempts.push(skipped);
+                return Err(Next::Target(err));
+            }
+            *called = true;
+            let err = match self.try_once(route, attempts, call).await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            if err.source == ErrorSource::Client {
+                // The adapter refused a field this provider cannot honour: another
+                // target may take it, and the breaker is not at fault.
+                return Err(Next::Target(err));
+            }
+            if !err.retryable() {
+                return Err(Next::Stop(err));
+            }
+            let wait = backoff(
+                cfg.backoff_base_ms,
+                cfg.backoff_max_ms,
+                retry,
+                err.retry_after,
+            );
+            tracing::warn!(provider, model = %route.model.name, error = %err.message_for_log(), retry, "attempt failed");
+            last_error = Some(err);
+            match wait {
+                Some(wait) if retry < plan.retries => tokio::time::sleep(wait).await,
+                _ => break,
+            }
+        }
+        Err(Next::Target(last_error.unwrap_or_else(|| {
+            GatewayError::internal("a target ended without an attempt")
+        })))
+    }
+
+    /// Keep the served target's capacity reservation for the tail.
+    fn hold(&self, reservation: Option<Reservation>) {
+        if reservation.is_some() {
+            *self.held.lock().unwrap_or_else(|e| e.into_inner()) = reservation;
+        }
+    }
+
+    fn release(&self, reservation: Option<Reservation>) {
+        if let (Some(capacity), Some(reservation)) = (self.capacity, reservation) {
+            capacity.release(Some(reservation));
+        }
+    }
+
+    /// The served target's capacity reservation, to settle in the tail with the real usage.
+    pub fn take_capacity_hold(&self) -> Option<Reservation> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// One attempt at one target that the breaker let through: chaos, the call, the report.
@@ -233,6 +382,7 @@ impl<'a> Dispatcher<'a> {
                     status: 200,
                     latency_ms: elapsed_ms,
                     error: None,
+                    reason: None,
                 });
                 Ok(value)
             }
@@ -266,6 +416,26 @@ async fn within<T>(
     }
 }
 
+/// The record of a target skipped for lack of capacity (no upstream call).
+fn capacity_attempt(route: &Route, why: &str) -> Attempt {
+    Attempt {
+        model: route.model.name.clone(),
+        provider: route.provider_name.to_string(),
+        status: 429,
+        latency_ms: 0.0,
+        error: Some(why.to_string()),
+        reason: Some("capacity".to_string()),
+    }
+}
+
+fn no_capacity(why: &str, free_in: Option<Duration>) -> GatewayError {
+    GatewayError::upstream(
+        ErrorCode::RateLimited,
+        format!("no target has capacity for this request: {why}"),
+    )
+    .with_retry_after(free_in)
+}
+
 fn circuit_open(provider: &str) -> GatewayError {
     GatewayError::upstream(
         ErrorCode::Unavailable,
@@ -287,6 +457,7 @@ fn attempt(route: &Route, err: &GatewayError, latency_ms: f64) -> Attempt {
         status: err.status(),
         latency_ms,
         error: Some(err.message.clone()),
+        reason: None,
     }
 }
 

@@ -246,11 +246,7 @@ fn config() -> DispatchConfig {
 }
 
 fn dispatcher<'a>(breakers: &'a Breakers, chaos: &'a Chaos) -> Dispatcher<'a> {
-    Dispatcher {
-        breakers,
-        chaos,
-        latency: None,
-    }
+    Dispatcher::bare(breakers, chaos)
 }
 
 fn request() -> ChatRequest {
@@ -896,11 +892,8 @@ async fn latency_window_sees_successful_attempts_only() {
         Chaos::default(),
         Recorder::default(),
     );
-    let dispatcher = Dispatcher {
-        breakers: &breakers,
-        chaos: &chaos,
-        latency: Some(&recorder),
-    };
+    let mut dispatcher = Dispatcher::bare(&breakers, &chaos);
+    dispatcher.latency = Some(&recorder);
     let mut attempts = Vec::new();
     dispatcher
         .chat(&plan(&[&a, &b], 0), &request(), &mut attempts)

@@ -46,6 +46,8 @@ pub struct Outcome {
     pub first_token_ms: Option<f64>,
     /// The client left before the response ended.
     pub client_disconnected: bool,
+    /// The served model's capacity reservation (`tpm`/`rpm`), settled in the tail.
+    pub capacity: Option<crate::ledger::Reservation>,
 }
 
 /// Tool calls a stream may open; later indexes are ignored (a hostile upstream's noise).

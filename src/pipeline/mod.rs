@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod breaker;
+pub mod capacity;
 pub mod chaos;
 pub mod dispatch;
 pub mod egress;
@@ -63,6 +64,8 @@ pub struct AppState {
     /// Rate-limit admission (the ledger and its fair queue), shared by the limits stage,
     /// dispatch's capacity checks, the policy helpers and `/admin/limits`.
     pub admission: Arc<crate::ledger::Admission>,
+    /// Model capacity (`tpm`/`rpm` and the providers' rate-limit headers), for dispatch.
+    pub capacity: Arc<capacity::Capacity>,
     /// The runtime that outlives the request threads: finish steps that cannot run on the
     /// request's own task (a dropped stream, a usage estimate) run here.
     pub background: Option<tokio::runtime::Handle>,
@@ -234,6 +237,7 @@ pub async fn execute(mut exchange: Exchange, include_usage: bool) -> Answer {
         match opened {
             Ok((events, route)) => {
                 exchange.outcome.route = Some(route);
+                exchange.outcome.capacity = dispatcher.take_capacity_hold();
                 exchange.outcome.status = Some(200);
                 let answer = Answer::of(&exchange, Ok(Reply::Complete(Vec::new())));
                 let body = egress::stream_body(exchange, events, include_usage);
@@ -252,6 +256,7 @@ pub async fn execute(mut exchange: Exchange, include_usage: bool) -> Answer {
             Ok((response, route)) => {
                 let body = egress::render(exchange.ctx.dialect, &response, &route.model.name);
                 exchange.outcome.route = Some(route);
+                exchange.outcome.capacity = dispatcher.take_capacity_hold();
                 complete(exchange, response, body).await
             }
             Err(err) => refuse(exchange, err).await,
@@ -377,11 +382,13 @@ pub async fn execute_embeddings(
         Err(err) => return refuse(exchange, err).await,
     };
     let state = exchange.state.clone();
-    let answered = Dispatcher::new(&state)
+    let dispatcher = Dispatcher::new(&state);
+    let answered = dispatcher
         .embed(&plan, &request, &mut exchange.ctx.attempts)
         .await;
     match answered {
         Ok((response, route)) => {
+            exchange.outcome.capacity = dispatcher.take_capacity_hold();
             let body =
                 crate::dialect::openai::render_embeddings(&response, &route.model.name, encoding);
             exchange.outcome.route = Some(route);

@@ -56,9 +56,10 @@ impl SearchParams {
                 continue;
             }
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key =
-                percent_decode(raw_key).map_err(|_| bad("query string", "bad percent-encoding"))?;
-            let value = percent_decode(raw_value).map_err(|_| bad(&key, "bad percent-encoding"))?;
+            let key = percent_decode(raw_key)
+                .ok_or_else(|| bad("query string", "bad percent-encoding"))?;
+            let value =
+                percent_decode(raw_value).ok_or_else(|| bad(&key, "bad percent-encoding"))?;
             if value.trim().is_empty() {
                 continue;
             }
@@ -113,7 +114,7 @@ pub(super) fn bad(param: &str, reason: &str) -> LogError {
     LogError::BadRequest(format!("parameter `{param}`: {reason}"))
 }
 
-pub(super) use crate::http::percent_decode;
+use crate::http::percent_decode;
 
 /// Epoch ms from RFC 3339, a bare date, a zone-less date-time (UTC) or an integer.
 pub(super) fn parse_time(text: &str) -> Option<i64> {

@@ -1,6 +1,7 @@
 //! The admit stage's rate limits: every bucket a request matches (static `[[limits]]` rules
 //! and the policy's `limits` hook), reserved all or none at admission, waited for in the fair
-//! queue, settled in the tail to the real usage.
+//! queue, settled in the tail to the real usage (with the model-capacity reservation that
+//! dispatch took, on the same ledger).
 //!
 //! Cost on the request path: nothing when no rule matches and the policy names no limit;
 //! otherwise one bucket key per matched rule, one input estimate (one pass over the prompt's
@@ -9,16 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-
 use super::{Flow, Stage};
-use crate::config::{Config, LimitRule, ModelConfig, Priority};
+use crate::config::{Config, LimitRule, Priority};
 use crate::context::RequestContext;
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use crate::ledger::{
     Admission, BucketKey, BucketLimit, Demand, Limit, Refusal, RefusalReason, Reservation, Waiting,
     WindowStatus,
 };
+use crate::pipeline::capacity::reservation_tokens;
 use crate::pipeline::exchange::{Exchange, Finished};
 use crate::policy::LimitSpec;
 
@@ -191,29 +191,6 @@ impl Limits {
         specs.extend(policy.into_iter().flatten().cloned());
         specs
     }
-
-    /// The output tokens to reserve: the request's `max_tokens` (capped by the model's
-    /// limit), else the model's `reserve_output_tokens`, else its `max_output_tokens`, else
-    /// the `[admission]` default.
-    fn output_allowance(&self, asked: Option<u32>, model: Option<&ModelConfig>) -> u64 {
-        let limit = model.and_then(|m| m.max_output_tokens);
-        let allowance = match (asked, limit) {
-            (Some(asked), Some(limit)) => asked.min(limit),
-            (Some(asked), None) => asked,
-            (None, _) => model
-                .and_then(|m| m.reserve_output_tokens.or(m.max_output_tokens))
-                .unwrap_or(self.default_output_tokens),
-        };
-        u64::from(allowance)
-    }
-}
-
-/// The demand of a request: its input estimate plus its output allowance.
-pub fn demand_of(exchange: &Exchange, output_allowance: u64) -> Demand {
-    Demand {
-        tokens: crate::tokens::quick_estimate_input(&exchange.request)
-            .saturating_add(output_allowance),
-    }
 }
 
 impl Stage for Limits {
@@ -227,10 +204,13 @@ impl Stage for Limits {
             .as_ref()
             .and_then(|d| d.plan.targets.first())
             .map(|route| route.model.clone());
-        let demand = demand_of(
-            exchange,
-            self.output_allowance(exchange.request.max_tokens, model.as_deref()),
-        );
+        let demand = Demand {
+            tokens: reservation_tokens(
+                &exchange.request,
+                model.as_deref(),
+                self.default_output_tokens,
+            ),
+        };
         let user = exchange
             .ctx
             .principal
@@ -272,16 +252,28 @@ impl Stage for Limits {
     }
 
     fn on_finish(&self, done: &mut Finished) {
-        let Some(reservation) = done.stages.limits.reservation.take() else {
+        let capacity = done.outcome.capacity.take();
+        let reservation = done.stages.limits.reservation.take();
+        if capacity.is_none() && reservation.is_none() {
+            return;
+        }
+        let actual = settled_tokens(done);
+        if let Some(capacity) = capacity {
+            self.admission.settle_detached(
+                capacity,
+                Demand { tokens: actual },
+                done.state.background.as_ref(),
+            );
+        }
+        let Some(reservation) = reservation else {
             return;
         };
-        let actual = settled_tokens(done);
         done.stages.limits.settled_tokens = Some(actual);
-        let settle = self
-            .admission
-            .clone()
-            .settle_owned(reservation, Demand { tokens: actual });
-        run_to_end(settle, done.state.background.as_ref());
+        self.admission.settle_detached(
+            reservation,
+            Demand { tokens: actual },
+            done.state.background.as_ref(),
+        );
     }
 }
 
@@ -303,26 +295,6 @@ pub fn settled_tokens(done: &Finished) -> u64 {
             .sum::<usize>())
     .div_ceil(4) as u64;
     reported.max(usage.input_tokens.saturating_add(observed_output))
-}
-
-/// Drive a settlement: the in-process ledger settles at once; a store that must wait (a
-/// network ledger) finishes on the background runtime.
-fn run_to_end(
-    settle: futures_util::future::BoxFuture<'static, ()>,
-    background: Option<&tokio::runtime::Handle>,
-) {
-    let mut settle = settle;
-    if (&mut settle).now_or_never().is_some() {
-        return;
-    }
-    match background {
-        Some(handle) => {
-            handle.spawn(settle);
-        }
-        None => {
-            tokio::spawn(settle);
-        }
-    }
 }
 
 /// A refusal as the client's error: 429 naming the limit, with `Retry-After` when a wait

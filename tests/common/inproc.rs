@@ -371,3 +371,110 @@ input_usd_per_mtok = 0.02
         preamble = super::preamble(""),
     )
 }
+
+/// A provider that records the prompt of every call, in the order the calls arrive, and holds
+/// each answer until the test lets it go ([`Gated::release`] one at a time, [`Gated::open`] for
+/// good). It answers like [`Script::Answer`] (usage 10 in / 5 out), streamed or not.
+pub struct Gated {
+    prompts: Mutex<Vec<String>>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gated {
+    pub fn new() -> Arc<Gated> {
+        Arc::new(Gated {
+            prompts: Mutex::new(Vec::new()),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        })
+    }
+
+    /// The prompts seen so far, in arrival order.
+    pub fn prompts(&self) -> Vec<String> {
+        self.prompts.lock().unwrap().clone()
+    }
+
+    pub fn calls(&self) -> usize {
+        self.prompts.lock().unwrap().len()
+    }
+
+    /// Let `n` held (or future) calls answer.
+    pub fn release(&self, n: usize) {
+        self.gate.add_permits(n);
+    }
+
+    /// Let every call answer, now and from now on.
+    pub fn open(&self) {
+        self.gate.close();
+    }
+
+    /// Wait (bounded: 10 s) until at least `n` calls arrived; whether they did.
+    pub async fn wait_calls(&self, n: usize) -> bool {
+        for _ in 0..1000 {
+            if self.calls() >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.calls() >= n
+    }
+
+    /// Record the call and return the wait for its turn to answer.
+    fn arrive(&self, req: &ChatRequest) -> impl std::future::Future<Output = ()> + Send {
+        self.prompts.lock().unwrap().push(req.prompt_text());
+        let gate = self.gate.clone();
+        async move {
+            // A closed gate is an open one.
+            if let Ok(permit) = gate.acquire_owned().await {
+                permit.forget();
+            }
+        }
+    }
+}
+
+impl Provider for Gated {
+    fn chat(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+        _headers_deadline: Option<Duration>,
+    ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
+        let (turn, model) = (self.arrive(req), upstream_model.to_string());
+        Box::pin(async move {
+            turn.await;
+            Ok(ChatResponse {
+                id: "gated".into(),
+                model,
+                text: "ok".into(),
+                tool_calls: Vec::new(),
+                finish_reason: FinishReason::Stop,
+                usage: usage(),
+            })
+        })
+    }
+
+    fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        upstream_model: &str,
+    ) -> BoxFuture<'static, Result<EventStream, GatewayError>> {
+        let (turn, model) = (self.arrive(req), upstream_model.to_string());
+        Box::pin(async move {
+            turn.await;
+            let mut all = events(&["ok"], &model);
+            all.push(Ok(StreamEvent::Finish {
+                reason: FinishReason::Stop,
+            }));
+            all.push(Ok(StreamEvent::Usage { usage: usage() }));
+            let stream: EventStream = futures_util::stream::iter(all).boxed();
+            Ok(stream)
+        })
+    }
+
+    fn embed(
+        &self,
+        _req: &EmbeddingsRequest,
+        _upstream_model: &str,
+    ) -> BoxFuture<'static, Result<EmbeddingsResponse, GatewayError>> {
+        Box::pin(async { Err(fail("gated", 400)) })
+    }
+}

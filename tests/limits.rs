@@ -137,3 +137,71 @@ async fn a_limit_of_n_tokens_admits_requests_totalling_n_and_refuses_more_at_onc
         .contains("never pass"));
     drop((first, second, bob));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_limits_lists_live_buckets_and_the_log_is_searchable_by_limit() {
+    let extra = "\n[[limits]]\nname = \"per-user\"\nmatch = { user = \"*\" }\ntokens_per_minute = 1000\nrequests_per_minute = 50\n";
+    let p1 = Scripted::new("p1", vec![Script::Answer("ok")]);
+    let gw = start(&config(None, extra), |s| swap(s, "p1", p1.clone())).await;
+    let answer = send(&gw, "alice", "listed", &chat(107)).await;
+    assert_eq!(answer.status(), 200);
+    let _ = answer.bytes().await;
+    let listing: Value = client()
+        .get(gw.url("/admin/limits?prefix=per-user"))
+        .bearer_auth(common::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let buckets = listing["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 1, "{listing}");
+    let bucket = &buckets[0];
+    assert_eq!(bucket["key"], "per-user:user=alice");
+    assert_eq!(bucket["in_flight"], 0);
+    assert_eq!(bucket["queue"]["depth"], 0);
+    let tokens = &bucket["windows"]["tokens_per_minute"];
+    assert_eq!(tokens["limit"], 1000);
+    // Reserved 107, settled to the provider's 15 (refilled a little since).
+    let used = tokens["used"].as_i64().unwrap();
+    assert!((1..=15).contains(&used), "{listing}");
+    assert_eq!(bucket["windows"]["requests_per_minute"]["limit"], 50);
+    let empty: Value = client()
+        .get(gw.url("/admin/limits?prefix=nobody"))
+        .bearer_auth(common::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["buckets"].as_array().unwrap().len(), 0);
+    let unauthorized = client()
+        .get(gw.url("/admin/limits"))
+        .bearer_auth(common::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+
+    let records = gw.wait_records("listed", 1).await;
+    let limits = &records[0]["limits"];
+    assert_eq!(limits["applied"], json!(["per-user:user=alice"]));
+    assert_eq!(limits["reserved_tokens"], 107);
+    assert_eq!(limits["settled_tokens"], 15);
+    let found: Value = client()
+        .get(gw.url("/admin/logs?q=limit:%22per-user:user=alice%22"))
+        .bearer_auth(common::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hits = found["hits"]
+        .as_array()
+        .or(found["records"].as_array())
+        .unwrap();
+    assert_eq!(hits.len(), 1, "{found}");
+}

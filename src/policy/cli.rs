@@ -41,8 +41,9 @@ pub fn check(
 /// and the `x-switchyard-feature` header (`feature` defaults to `metadata.feature`).
 ///
 /// Returns the [`Decision`](super::Decision) as JSON plus `"default": false`; without a
-/// `route` hook (or when it returned `()`) the requested model with `"default": true`; a
-/// refusal as `{"refused": {"status", "message"}}`.
+/// `route` hook (or when it returned `()`) the requested model with `"default": true`; with
+/// a `limits` hook, the buckets it named as `"limits"`; a refusal as
+/// `{"refused": {"status", "message"}}`.
 pub fn test(
     dir: &Path,
     request: &Value,
@@ -54,15 +55,15 @@ pub fn test(
     let req = request_from_json(request, user, tier, feature)?;
     let engine = PolicyEngine::new(host, DEFAULT_MAX_OPERATIONS);
     let set = PolicySet::compile_dir(&engine, dir, 1)?;
-    match set.route(&req) {
+    let mut value = match set.route(&req) {
         Ok(Some(decision)) => {
             let mut value = serde_json::to_value(&decision).unwrap_or(Value::Null);
             if let Some(map) = value.as_object_mut() {
                 map.insert("default".into(), Value::Bool(false));
             }
-            Ok(value)
+            value
         }
-        Ok(None) => Ok(json!({
+        Ok(None) => json!({
             "chain": [req.model],
             "timeout_ms": null,
             "first_token_ms": null,
@@ -70,12 +71,41 @@ pub fn test(
             "retries": null,
             "policy_version": set.version(),
             "default": true,
-        })),
+        }),
         Err(PolicyError::Refused { status, message }) => {
-            Ok(json!({ "refused": { "status": status, "message": message } }))
+            return Ok(json!({ "refused": { "status": status, "message": message } }))
         }
-        Err(err) => Err(err),
+        Err(err) => return Err(err),
+    };
+    if set.has_limits() {
+        let limits = match set.limits(&req) {
+            Ok(specs) => specs.iter().map(limit_json).collect(),
+            Err(PolicyError::Refused { status, message }) => {
+                return Ok(json!({ "refused": { "status": status, "message": message } }))
+            }
+            Err(err) => return Err(err),
+        };
+        if let Some(map) = value.as_object_mut() {
+            map.insert("limits".into(), Value::Array(limits));
+        }
     }
+    Ok(value)
+}
+
+/// One `limits` entry as `policy test` prints it.
+fn limit_json(spec: &super::LimitSpec) -> Value {
+    let limit = &spec.bucket.limit;
+    json!({
+        "key": spec.bucket.key.as_str(),
+        "tokens_per_minute": limit.tokens_per_minute,
+        "requests_per_minute": limit.requests_per_minute,
+        "tokens_per_day": limit.tokens_per_day,
+        "requests_per_day": limit.requests_per_day,
+        "concurrency": limit.concurrency,
+        "queue_ms": u64::try_from(spec.queue.as_millis()).unwrap_or(u64::MAX),
+        "priority": spec.priority.as_str(),
+        "owner": spec.owner,
+    })
 }
 
 fn invalid(message: impl Into<String>) -> PolicyError {

@@ -291,3 +291,51 @@ async fn when_no_target_has_capacity_and_no_wait_is_allowed_the_answer_is_429_wi
     );
     assert_eq!((p1.calls(), p2.calls()), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_read_headroom_and_limit_status() {
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policy.path().join("route.rhai"),
+        r#"fn route(req) {
+            let seen = limit_status("capacity:a");
+            if seen != () && req.feature == "status" {
+                throw #{ status: 409, message: `a used ${seen.used} of ${seen.limit} (${seen.window})` };
+            }
+            // Route around a before dispatch has to: below 50 tokens left, go to b.
+            let left = headroom("a");
+            if left != () && left < 50 { return ["b"]; }
+            ["a"]
+        }"#,
+    )
+    .unwrap();
+    let cfg = config(
+        policy.path(),
+        "[[providers]]\nname = \"p1\"\nkind = \"mock\"",
+        "tpm = 100",
+        "capacity_queue_ms = 0",
+    );
+    let p1 = Scripted::new("p1", vec![Script::StreamThenHang(vec!["from a"])]);
+    let p2 = Scripted::new("p2", vec![Script::Answer("from b")]);
+    let gw = start(&cfg, |s| {
+        swap(s, "p1", p1.clone());
+        swap(s, "p2", p2.clone());
+    })
+    .await;
+    let held = send(&gw, "helpers", &chat(60, true)).await;
+    assert_eq!(held.headers()["x-switchyard-model"], "a");
+    let status = send(&gw, "status", &chat(8, false)).await;
+    assert_eq!(status.status(), 409);
+    let body: Value = status.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"], "a used 60 of 100 (tokens_per_minute)",
+        "{body}"
+    );
+    // 40 left on a: the policy sends the next request to b itself (no capacity attempt).
+    let routed = send(&gw, "helpers-b", &chat(8, false)).await;
+    assert_eq!(routed.headers()["x-switchyard-model"], "b");
+    let records = gw.wait_records("helpers-b", 1).await;
+    assert_eq!(records[0]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(p1.calls(), 1);
+    drop(held);
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::{Flow, Stage};
 use crate::config::{Config, LimitRule, Priority};
-use crate::context::RequestContext;
+use crate::context::{Endpoint, RequestContext};
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use crate::ledger::{
     Admission, BucketKey, BucketLimit, Demand, Limit, Refusal, RefusalReason, Reservation, Waiting,
@@ -204,13 +204,16 @@ impl Stage for Limits {
             .as_ref()
             .and_then(|d| d.plan.targets.first())
             .map(|route| route.model.clone());
-        let demand = Demand {
-            tokens: reservation_tokens(
+        let tokens = match exchange.ctx.endpoint {
+            // Embeddings produce no output tokens: the input is the whole demand.
+            Endpoint::Embeddings => crate::tokens::quick_estimate_input(&exchange.request),
+            Endpoint::Chat => reservation_tokens(
                 &exchange.request,
                 model.as_deref(),
                 self.default_output_tokens,
             ),
         };
+        let demand = Demand { tokens };
         let user = exchange
             .ctx
             .principal

@@ -14,6 +14,7 @@
 //! - `queue.rs`: the fair queue in front of the ledger ([`Admission`]): waiting without
 //!   polling, round-robin across owners, interactive before batch, bounded.
 
+mod lines;
 mod local;
 mod queue;
 mod window;

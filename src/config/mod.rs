@@ -4,6 +4,7 @@
 //! [`Config::load`] parses, then [`Config::validate`] collects every problem at once, each
 //! naming the file, the field path and the reason.
 
+mod budgets;
 mod dispatch;
 mod keys;
 mod limits;
@@ -13,6 +14,7 @@ mod policy;
 mod providers;
 mod server;
 
+pub use budgets::{BudgetPeriod, BudgetRule};
 pub use dispatch::DispatchConfig;
 pub use keys::KeyConfig;
 pub use limits::{AdmissionConfig, LimitMatch, LimitRule, Priority};
@@ -72,6 +74,9 @@ pub struct Config {
     pub limits: Vec<LimitRule>,
     #[serde(default)]
     pub admission: AdmissionConfig,
+    /// Spending limits.
+    #[serde(default)]
+    pub budgets: Vec<BudgetRule>,
     /// The file this was read from (for messages and relative paths); not a TOML field.
     #[serde(skip)]
     pub source: PathBuf,
@@ -253,6 +258,9 @@ impl Config {
         }
 
         for (field, reason) in limits::limit_problems(&self.limits, &self.admission, &model_names) {
+            problem(field, reason);
+        }
+        for (field, reason) in budgets::budget_problems(&self.budgets, &model_names) {
             problem(field, reason);
         }
 

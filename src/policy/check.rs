@@ -3,6 +3,7 @@
 //! features chat/batch/none; streaming and not) and must not fail at run time. `route` must
 //! return a valid decision naming only known models; `throw` refusals are allowed.
 
+use super::budget::{spend_to_dynamic, BudgetView};
 use super::decision::PolicyRequest;
 use super::set::{HookFailure, PolicySet};
 use super::PolicyError;
@@ -81,6 +82,46 @@ const REDACT_SAMPLES: &[&str] = &[
     "plain text with nothing to hide",
 ];
 
+/// `spend` samples for the `budget` hook: no budget, one under its soft limit, one team and
+/// one user budget past it, one at 100 %.
+fn sample_spends() -> Vec<(&'static str, rhai::Dynamic)> {
+    let view = |name: &str, scope: &str, period, limit: f64, spent: f64| BudgetView {
+        name: name.to_string(),
+        scope: scope.to_string(),
+        period,
+        limit_usd: limit,
+        spent_usd: spent,
+        reserved_usd: 0.0,
+        remaining_usd: limit - spent,
+        pct: if limit > 0.0 {
+            spent / limit * 100.0
+        } else {
+            100.0
+        },
+    };
+    vec![
+        ("no budget", spend_to_dynamic(&[], 0.01)),
+        (
+            "budget at 10%",
+            spend_to_dynamic(&[view("daily", "user=sample", "day", 10.0, 1.0)], 0.01),
+        ),
+        (
+            "budgets at 85% and 96%",
+            spend_to_dynamic(
+                &[
+                    view("team-monthly", "team=sample", "month", 100.0, 96.0),
+                    view("daily", "user=sample", "day", 10.0, 8.5),
+                ],
+                0.01,
+            ),
+        ),
+        (
+            "budget at 100%",
+            spend_to_dynamic(&[view("total", "all", "total", 5.0, 5.0)], 0.01),
+        ),
+    ]
+}
+
 impl PolicySet {
     /// Call every defined hook on the sample requests. With `known_models`, every model a
     /// `route` decision names must be in it. Returns the number of hook calls made.
@@ -90,7 +131,7 @@ impl PolicySet {
             .unwrap_or_default();
         asked.sort();
         let mut calls = 0;
-        let samples = if self.has_route() || self.has_limits() {
+        let samples = if self.has_route() || self.has_limits() || self.has_budget() {
             sample_requests(&asked)
         } else {
             Vec::new()
@@ -129,6 +170,18 @@ impl PolicySet {
                 match self.limits_hook(req) {
                     Ok(_) | Err(HookFailure::Refused { .. }) => {}
                     Err(failure) => return Err(failed("limits", label, failure)),
+                }
+            }
+            if self.has_budget() {
+                for (spend_label, spend) in sample_spends() {
+                    calls += 1;
+                    match self.budget_hook(req, spend) {
+                        Ok(_) | Err(HookFailure::Refused { .. }) => {}
+                        Err(failure) => {
+                            let label = format!("{label}, {spend_label}");
+                            return Err(failed("budget", &label, failure));
+                        }
+                    }
                 }
             }
         }

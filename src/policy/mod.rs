@@ -17,6 +17,7 @@
 //! re-evaluating the file), so constants belong inside functions; a top-level `let`/`const`
 //! is reported as an error.
 
+pub mod budget;
 pub mod check;
 pub mod cli;
 pub mod decision;
@@ -27,6 +28,7 @@ pub mod reload;
 pub mod set;
 pub mod store;
 
+pub use budget::{BudgetAction, BudgetView};
 pub use decision::{Decision, PolicyRequest};
 pub use engine::PolicyEngine;
 pub use host::{ConfigHost, HostInfo, LatencyWindow, LimitStatus, LimitsView, ModelInfo};

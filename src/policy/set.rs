@@ -4,6 +4,7 @@
 //! column; then the files are merged (a function defined in two files is an error). Which
 //! hooks exist is decided once here, so a missing hook costs nothing per request.
 
+use super::budget::{action_from_dynamic, BudgetAction};
 use super::decision::{decision_from_dynamic, Decision, PolicyRequest};
 use super::engine::PolicyEngine;
 use super::limits::{limits_from_dynamic, LimitSpec};
@@ -385,16 +386,38 @@ impl PolicySet {
     /// offending key (else of the hook).
     pub(crate) fn limits_hook(&self, req: &PolicyRequest) -> Result<Vec<LimitSpec>, HookFailure> {
         let value = self.call_hook("limits", (req.to_dynamic(),))?;
-        limits_from_dynamic(value).map_err(|(message, key)| {
-            let file = self.file_of("limits", None);
-            let (line, column) = self.line_of("limits", &file, key.as_deref());
-            HookFailure::Runtime {
-                file,
-                line,
-                column,
-                message,
-            }
-        })
+        limits_from_dynamic(value).map_err(|(message, key)| self.placed("limits", message, key))
+    }
+
+    /// Run `budget(req, spend)`: the action for this request (allow without a hook).
+    pub fn budget(&self, req: &PolicyRequest, spend: Dynamic) -> Result<BudgetAction, PolicyError> {
+        if !self.hooks.budget {
+            return Ok(BudgetAction::Allow);
+        }
+        self.budget_hook(req, spend)
+            .map_err(HookFailure::into_request_error)
+    }
+
+    /// Run `budget(req, spend)` and check its shape, placed like `limits`.
+    pub(crate) fn budget_hook(
+        &self,
+        req: &PolicyRequest,
+        spend: Dynamic,
+    ) -> Result<BudgetAction, HookFailure> {
+        let value = self.call_hook("budget", (req.to_dynamic(), spend))?;
+        action_from_dynamic(value).map_err(|(message, key)| self.placed("budget", message, key))
+    }
+
+    /// A shape failure of `hook`, at the line of `key` (else of the hook).
+    fn placed(&self, hook: &str, message: String, key: Option<String>) -> HookFailure {
+        let file = self.file_of(hook, None);
+        let (line, column) = self.line_of(hook, &file, key.as_deref());
+        HookFailure::Runtime {
+            file,
+            line,
+            column,
+            message,
+        }
     }
 
     /// The line (1-based) and column of `key:` inside `function` in `file`, else of the

@@ -40,9 +40,9 @@ fn config(
     )
 }
 
-/// A chat body reserving `tokens`: "hi" estimates at 7 input tokens, plus `max_tokens`.
+/// A chat body reserving `tokens`: the estimate of "hi" (`common::hi_tokens()`) plus `max_tokens`.
 fn chat(tokens: u64, stream: bool) -> Value {
-    json!({ "model": "a", "stream": stream, "max_tokens": tokens - 7, "messages": [{ "role": "user", "content": "hi" }] })
+    json!({ "model": "a", "stream": stream, "max_tokens": tokens - common::hi_tokens(), "messages": [{ "role": "user", "content": "hi" }] })
 }
 
 async fn send(gw: &common::inproc::InProc, feature: &str, body: &Value) -> reqwest::Response {
@@ -78,7 +78,7 @@ async fn with_model_a_tpm_exhausted_requests_go_to_b_without_calling_a() {
     assert_eq!(held.headers()["x-switchyard-model"], "a");
     assert_eq!(p1.calls(), 1);
 
-    let moved = send(&gw, "cap-moved", &chat(8, false)).await;
+    let moved = send(&gw, "cap-moved", &chat(common::hi_tokens() + 1, false)).await;
     assert_eq!(moved.status(), 200);
     assert_eq!(moved.headers()["x-switchyard-model"], "b");
     assert_eq!(p1.calls(), 1, "no upstream call to a");
@@ -227,11 +227,11 @@ async fn provider_rate_limit_headers_and_a_429_retry_after_lower_a_models_headro
     mode.store(1, Ordering::SeqCst);
     let p2b = Scripted::new("p2", vec![Script::Answer("from b")]);
     let gw2 = start(&cfg, |s| swap(s, "p2", p2b.clone())).await;
-    let refused = send(&gw2, "retry-first", &chat(8, false)).await;
+    let refused = send(&gw2, "retry-first", &chat(common::hi_tokens() + 1, false)).await;
     assert_eq!(refused.status(), 200, "b took over after a's 429");
     assert_eq!(refused.headers()["x-switchyard-model"], "b");
     assert_eq!(hits.load(Ordering::SeqCst), 2);
-    let after = send(&gw2, "retry-second", &chat(8, false)).await;
+    let after = send(&gw2, "retry-second", &chat(common::hi_tokens() + 1, false)).await;
     assert_eq!(after.status(), 200);
     assert_eq!(after.headers()["x-switchyard-model"], "b");
     assert_eq!(
@@ -264,15 +264,19 @@ async fn when_no_target_has_capacity_and_no_wait_is_allowed_the_answer_is_429_wi
     })
     .await;
     assert_eq!(
-        send(&gw, "none", &chat(8, false)).await.headers()["x-switchyard-model"],
+        send(&gw, "none", &chat(common::hi_tokens() + 1, false))
+            .await
+            .headers()["x-switchyard-model"],
         "a"
     );
     assert_eq!(
-        send(&gw, "none", &chat(8, false)).await.headers()["x-switchyard-model"],
+        send(&gw, "none", &chat(common::hi_tokens() + 1, false))
+            .await
+            .headers()["x-switchyard-model"],
         "b"
     );
     let started = Instant::now();
-    let refused = send(&gw, "none", &chat(8, false)).await;
+    let refused = send(&gw, "none", &chat(common::hi_tokens() + 1, false)).await;
     assert_eq!(refused.status(), 429);
     assert!(started.elapsed() < Duration::from_secs(5));
     let retry: u64 = refused.headers()["retry-after"]
@@ -324,7 +328,7 @@ async fn policies_read_headroom_and_limit_status() {
     .await;
     let held = send(&gw, "helpers", &chat(60, true)).await;
     assert_eq!(held.headers()["x-switchyard-model"], "a");
-    let status = send(&gw, "status", &chat(8, false)).await;
+    let status = send(&gw, "status", &chat(common::hi_tokens() + 1, false)).await;
     assert_eq!(status.status(), 409);
     let body: Value = status.json().await.unwrap();
     assert_eq!(
@@ -332,7 +336,7 @@ async fn policies_read_headroom_and_limit_status() {
         "{body}"
     );
     // 40 left on a: the policy sends the next request to b itself (no capacity attempt).
-    let routed = send(&gw, "helpers-b", &chat(8, false)).await;
+    let routed = send(&gw, "helpers-b", &chat(common::hi_tokens() + 1, false)).await;
     assert_eq!(routed.headers()["x-switchyard-model"], "b");
     let records = gw.wait_records("helpers-b", 1).await;
     assert_eq!(records[0]["attempts"].as_array().unwrap().len(), 1);

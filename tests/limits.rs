@@ -27,9 +27,9 @@ fn key_of(user: &str) -> &'static str {
 }
 
 /// A chat body whose reservation is exactly `tokens`: the input estimate of "hi" is 1 token
-/// of text + 3 per message + 3 = 7, plus `max_tokens`.
+/// of text + framing (`common::hi_tokens()`), plus `max_tokens`.
 fn chat(tokens: u64) -> Value {
-    json!({ "model": "m1", "max_tokens": tokens - 7, "messages": [{ "role": "user", "content": "hi" }] })
+    json!({ "model": "m1", "max_tokens": tokens - common::hi_tokens(), "messages": [{ "role": "user", "content": "hi" }] })
 }
 
 async fn send(
@@ -88,7 +88,7 @@ async fn a_limit_of_n_tokens_admits_requests_totalling_n_and_refuses_more_at_onc
     assert_eq!(second.headers()["x-ratelimit-remaining-tokens"], "0");
 
     let started = Instant::now();
-    let over = send(&gw, "alice", "edge", &chat(8)).await;
+    let over = send(&gw, "alice", "edge", &chat(common::hi_tokens() + 1)).await;
     assert_eq!(over.status(), 429);
     let retry_after: u64 = over.headers()["retry-after"]
         .to_str()

@@ -31,9 +31,9 @@ fn key_of(user: &str) -> &'static str {
 }
 
 /// A chat body whose reservation is exactly `tokens`: the input estimate of "hi" is 1 token
-/// of text + 3 per message + 3 = 7, plus `max_tokens`.
+/// of text + framing (`common::hi_tokens()`), plus `max_tokens`.
 fn chat(tokens: u64) -> Value {
-    json!({ "model": "m1", "max_tokens": tokens - 7, "messages": [{ "role": "user", "content": "hi" }] })
+    json!({ "model": "m1", "max_tokens": tokens - common::hi_tokens(), "messages": [{ "role": "user", "content": "hi" }] })
 }
 
 fn streamed(tokens: u64) -> Value {

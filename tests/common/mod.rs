@@ -302,3 +302,14 @@ pub async fn mock_stats(mock: &Proc) -> serde_json::Value {
         .await
         .unwrap()
 }
+
+/// The gateway's quick input estimate of a request whose only message is the user's "hi":
+/// bodies built as `max_tokens = N - hi_tokens()` reserve exactly N tokens.
+pub fn hi_tokens() -> u64 {
+    use switchyard::canonical::{ChatRequest, Message, Role};
+    let request = ChatRequest {
+        messages: vec![Message::text(Role::User, "hi".to_string())],
+        ..Default::default()
+    };
+    switchyard::tokens::quick_estimate_input(&request)
+}

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use crate::canonical::ChatRequest;
 use crate::config::{Config, ModelConfig};
 use crate::ledger::{
     Admission, BucketKey, BucketLimit, Demand, LedgerError, Limit, LimitWindow, Reservation,
@@ -83,11 +82,16 @@ impl Capacity {
         }
     }
 
-    /// The tokens a chat request reserves on `model`: its input estimate plus its output
+    /// The tokens a chat request reserves on `model`: its input estimate (`input`) plus its output
     /// allowance (`max_tokens` capped by the model's limit, else the model's
     /// `reserve_output_tokens`, else its `max_output_tokens`, else `[admission]`'s default).
-    pub fn reservation_tokens(&self, req: &ChatRequest, model: Option<&ModelConfig>) -> u64 {
-        reservation_tokens(req, model, self.default_output_tokens)
+    pub fn reservation_tokens(
+        &self,
+        input: u64,
+        max_tokens: Option<u32>,
+        model: Option<&ModelConfig>,
+    ) -> u64 {
+        reservation_tokens(input, max_tokens, model, self.default_output_tokens)
     }
 
     /// Take room for one attempt at `route` with `tokens`.
@@ -239,15 +243,20 @@ pub fn bucket_key(model: &str) -> String {
     format!("capacity:{model}")
 }
 
-/// See [`Capacity::reservation_tokens`].
-pub fn reservation_tokens(req: &ChatRequest, model: Option<&ModelConfig>, default: u32) -> u64 {
+/// See [`Capacity::reservation_tokens`]; `input` is the request's quick input estimate.
+pub fn reservation_tokens(
+    input: u64,
+    max_tokens: Option<u32>,
+    model: Option<&ModelConfig>,
+    default: u32,
+) -> u64 {
     let limit = model.and_then(|m| m.max_output_tokens);
-    let allowance = match (req.max_tokens, limit) {
+    let allowance = match (max_tokens, limit) {
         (Some(asked), Some(limit)) => asked.min(limit),
         (Some(asked), None) => asked,
         (None, _) => model
             .and_then(|m| m.reserve_output_tokens.or(m.max_output_tokens))
             .unwrap_or(default),
     };
-    crate::tokens::quick_estimate_input(req).saturating_add(u64::from(allowance))
+    input.saturating_add(u64::from(allowance))
 }

@@ -38,6 +38,9 @@ pub struct Plan {
     pub first_token: Option<Duration>,
     /// Retries on the same target before moving on.
     pub retries: u32,
+    /// The request's quick input estimate, computed once (`tokens::quick_estimate_input`):
+    /// the rate limits and capacity checks reserve it plus the output allowance.
+    pub input_estimate: u64,
 }
 
 /// Observes each attempt's latency (the policy's `latency_ms` window).
@@ -99,9 +102,11 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// The tokens a chat request reserves on `route`'s model.
-    fn chat_tokens(&self, req: &ChatRequest, route: &Route) -> u64 {
+    fn chat_tokens(&self, input: u64, req: &ChatRequest, route: &Route) -> u64 {
         match self.capacity {
-            Some(capacity) => capacity.reservation_tokens(req, Some(&route.model)),
+            Some(capacity) => {
+                capacity.reservation_tokens(input, req.max_tokens, Some(&route.model))
+            }
             None => 0,
         }
     }
@@ -115,7 +120,7 @@ impl<'a> Dispatcher<'a> {
         attempts: &mut Vec<Attempt>,
     ) -> Result<(ChatResponse, Route), GatewayError> {
         let timeout = plan.timeout;
-        let tokens = |route: &Route| self.chat_tokens(req, route);
+        let tokens = |route: &Route| self.chat_tokens(plan.input_estimate, req, route);
         self.try_chain(plan, attempts, tokens, |route: &Route| {
             let call = route
                 .provider
@@ -135,7 +140,7 @@ impl<'a> Dispatcher<'a> {
         attempts: &mut Vec<Attempt>,
     ) -> Result<(EventStream, Route), GatewayError> {
         let (timeout, first_token) = (plan.timeout, plan.first_token);
-        let tokens = |route: &Route| self.chat_tokens(req, route);
+        let tokens = |route: &Route| self.chat_tokens(plan.input_estimate, req, route);
         self.try_chain(plan, attempts, tokens, |route: &Route| {
             let call = route.provider.chat_stream(req, route.model.upstream_id());
             let name = route.provider_name.clone();

@@ -228,6 +228,7 @@ fn plan(providers: &[&Arc<Scripted>], retries: u32) -> Plan {
         timeout: None,
         first_token: None,
         retries,
+        input_estimate: 0,
     }
 }
 

@@ -28,8 +28,12 @@ pub fn decide(exchange: &mut Exchange) -> Result<Decided, GatewayError> {
     let state = exchange.state.clone();
     let set = state.policy.snapshot();
     exchange.ctx.policy_version = Some(set.version());
-    let request = (set.has_route() || set.has_limits())
-        .then(|| PolicyRequest::build(&exchange.ctx, &exchange.request));
+    // One pass over the prompt, shared by the policy's `est_input_tokens`, the rate limits
+    // and the capacity checks.
+    let input_estimate = crate::tokens::quick_estimate_input(&exchange.request);
+    let request = (set.has_route() || set.has_limits()).then(|| {
+        PolicyRequest::build_with_estimate(&exchange.ctx, &exchange.request, input_estimate)
+    });
     let decision = match &request {
         Some(req) if set.has_route() => {
             hook_result(&state, &exchange.ctx, "route", set.route(req))?.flatten()
@@ -42,7 +46,8 @@ pub fn decide(exchange: &mut Exchange) -> Result<Decided, GatewayError> {
         }
         _ => Vec::new(),
     };
-    let plan = plan_for(&state, &exchange.ctx, &exchange.request, decision.as_ref())?;
+    let mut plan = plan_for(&state, &exchange.ctx, &exchange.request, decision.as_ref())?;
+    plan.input_estimate = input_estimate;
     if let Some(cap) = decision.as_ref().and_then(|d| d.max_tokens) {
         let request = &mut exchange.request;
         request.max_tokens = Some(request.max_tokens.map_or(cap, |asked| asked.min(cap)));
@@ -142,5 +147,6 @@ fn plan_for(
         retries: decision
             .and_then(|d| d.retries)
             .unwrap_or(state.config.dispatch.retries),
+        input_estimate: 0,
     })
 }

@@ -49,6 +49,16 @@ impl PolicyRequest {
     /// and `switchyard policy test`, so all three decide alike. `est_input_tokens` is the
     /// cheap byte-based estimate ([`crate::tokens::quick_estimate_input`]) everywhere.
     pub fn build(ctx: &RequestContext, req: &ChatRequest) -> PolicyRequest {
+        Self::build_with_estimate(ctx, req, crate::tokens::quick_estimate_input(req))
+    }
+
+    /// [`PolicyRequest::build`] with the input estimate already computed (the live path
+    /// computes it once per request and shares it).
+    pub fn build_with_estimate(
+        ctx: &RequestContext,
+        req: &ChatRequest,
+        est_input_tokens: u64,
+    ) -> PolicyRequest {
         let principal = ctx.principal.as_ref();
         PolicyRequest {
             id: ctx.id.clone(),
@@ -66,7 +76,7 @@ impl PolicyRequest {
                 .map(|m| (m.role.as_str().to_string(), m.joined_text()))
                 .collect(),
             prompt_text: req.prompt_text(),
-            est_input_tokens: crate::tokens::quick_estimate_input(req),
+            est_input_tokens,
             metadata: req.metadata.clone(),
             headers: ctx.headers.clone(),
         }

@@ -199,17 +199,19 @@ impl Stage for Limits {
         if specs.is_empty() {
             return Ok(Flow::Continue);
         }
-        let model = exchange
-            .decided
-            .as_ref()
-            .and_then(|d| d.plan.targets.first())
-            .map(|route| route.model.clone());
+        let plan = exchange.decided.as_ref().map(|d| &d.plan);
+        let input = plan.map_or_else(
+            || crate::tokens::quick_estimate_input(&exchange.request),
+            |p| p.input_estimate,
+        );
+        let model = plan.and_then(|p| p.targets.first()).map(|r| &*r.model);
         let tokens = match exchange.ctx.endpoint {
             // Embeddings produce no output tokens: the input is the whole demand.
-            Endpoint::Embeddings => crate::tokens::quick_estimate_input(&exchange.request),
+            Endpoint::Embeddings => input,
             Endpoint::Chat => reservation_tokens(
-                &exchange.request,
-                model.as_deref(),
+                input,
+                exchange.request.max_tokens,
+                model,
                 self.default_output_tokens,
             ),
         };

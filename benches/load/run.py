@@ -10,6 +10,10 @@ here and stopped at the end unless it was already running. For each variant the 
   policy  the shipped feature-based policy   (issue 3: policy on vs off)
   logs    request log on                     (issue 4: logging on vs off)
   full    policy + request log
+  limits  full + three [[limits]] rules every request matches and none ever refuses
+          (per-user tokens/min, per-model requests/min, per-key concurrency): the cost of
+          admission and settlement on the request path. The load requests name no feature,
+          so the second rule matches on `model` rather than `feature`.
 
 and measured closed-loop (wrk, c=1 and c=32) and at a fixed rate (oha, latency-corrected),
 next to `direct` (nginx without the gateway). Prints a markdown table and writes
@@ -18,7 +22,7 @@ results.json.
 Needs wrk and nginx (benches/peers/install_peers.sh); without oha the fixed-rate columns
 stay empty. Every load run is bounded (wrk -d, oha -z, plus a hard timeout).
 
-Usage: python3 benches/load/run.py [--variants bare,policy,logs,full] [--dur 10]
+Usage: python3 benches/load/run.py [--variants bare,policy,logs,full,limits] [--dur 10]
        [--rates 2000] [--bin target/release/switchyard] [--out /tmp/switchyard-load]
 """
 import argparse
@@ -63,11 +67,21 @@ def config(variant, port, workdir):
                   "input_usd_per_mtok = 0.15", "output_usd_per_mtok = 0.60", ""]
     lines += ["[[models]]", 'name = "gpt-4o-mini-stream"', 'provider = "nginx-sse"', ""]
     lines += ["[[keys]]", f'key_sha256 = "{KEY_SHA}"', 'user = "bench"', 'tier = "pro"', ""]
-    if variant in ("policy", "full"):
+    if variant in ("policy", "full", "limits"):
         lines += ["[policy]", f'dir = "{os.path.join(ROOT, "policies", "feature-based")}"', ""]
-    lines += ["[logs]", f"enabled = {'true' if variant in ('logs', 'full') else 'false'}",
+    lines += ["[logs]", f"enabled = {'true' if variant in ('logs', 'full', 'limits') else 'false'}",
               f'dir = "{os.path.join(workdir, "logs-" + variant)}"', ""]
+    if variant == "limits":
+        lines += LIMITS
     return "\n".join(lines)
+
+
+# Matched by every load request, never refusing: what admission costs when it admits.
+LIMITS = [
+    "[[limits]]", 'name = "user_tpm"', 'match = { user = "*" }', "tokens_per_minute = 1000000000000", "",
+    "[[limits]]", 'name = "model_rpm"', 'match = { model = "*" }', "requests_per_minute = 1000000000000", "",
+    "[[limits]]", 'name = "key_concurrency"', 'match = { key = "*" }', "concurrency = 1000000", "",
+]
 
 
 def body(model, stream=False):
@@ -119,7 +133,8 @@ def oha(url, rate, dur, headers):
     ok = int(codes.get("200", 0))
     total = sum(int(v) for v in codes.values())
     return {"rps": j["summary"]["requestsPerSec"], "p50_ms": pct["p50"] * 1000, "p99_ms": pct["p99"] * 1000,
-            "requests": total, "errors": total - ok + sum(j.get("errorDistribution", {}).values())}
+            "requests": total, "errors": total - ok + sum(j.get("errorDistribution", {}).values()),
+            "status_codes": codes, "error_kinds": j.get("errorDistribution", {})}
 
 
 def measure(name, url, headers, pid, args):
@@ -227,9 +242,9 @@ def table(results, rates):
     direct = results[0]
     bare = next((r for r in results if r["name"] == "bare"), None)
     out = ["| run | c1 p50 ms | c1 added p50 | c32 req/s | c32 RPS vs direct | "
-           + " | ".join(f"@{q}/s p50 / p99 ms | @{q}/s added p50 / p99" for q in rates)
+           + " | ".join(f"@{q}/s p50 / p99 ms | @{q}/s added p50 / p99 | CPU µs/req @{q}/s" for q in rates)
            + " | CPU µs/req (c32) | peak RSS MiB | errors | added p50 @c1 vs bare |",
-           "|" + "---|" * (9 + 2 * len(rates))]
+           "|" + "---|" * (9 + 3 * len(rates))]
     for r in results:
         c1, c32 = r["c1"], r["c32"]
         added_c1 = c1["p50_ms"] - direct["c1"]["p50_ms"]
@@ -240,10 +255,11 @@ def table(results, rates):
             x, d = r.get(f"q{q}"), direct.get(f"q{q}")
             if x and d:
                 cells += [f"{x['p50_ms']:.3f} / {x['p99_ms']:.3f}",
-                          f"{x['p50_ms'] - d['p50_ms']:.3f} / {x['p99_ms'] - d['p99_ms']:.3f}"]
+                          f"{x['p50_ms'] - d['p50_ms']:.3f} / {x['p99_ms'] - d['p99_ms']:.3f}",
+                          f"{x['cpu_us_per_req']:.1f}" if "cpu_us_per_req" in x else "-"]
                 errors += x["errors"]
             else:
-                cells += ["-", "-"]
+                cells += ["-", "-", "-"]
         cells += [f"{c32.get('cpu_us_per_req', 0):.1f}" if "cpu_us_per_req" in c32 else "-",
                   f"{r['peak_rss_mib']:.1f}" if r.get("peak_rss_mib") else "-", str(errors)]
         if bare and r is not direct:

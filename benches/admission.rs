@@ -181,7 +181,12 @@ fn admission_case(three: bool, miss: bool) -> AdmissionCase {
         })
         .collect();
     let demand = Demand {
-        tokens: reservation_tokens(&request(), None, 1024),
+        tokens: reservation_tokens(
+            switchyard::tokens::quick_estimate_input(&request()),
+            request().max_tokens,
+            None,
+            1024,
+        ),
     };
     let usage = usage();
     let actual = Demand {
@@ -318,6 +323,7 @@ impl StageCase {
                 timeout: None,
                 first_token: None,
                 retries: 0,
+                input_estimate: switchyard::tokens::quick_estimate_input(&exchange.request),
             },
             limits: Vec::new(),
         });

@@ -19,10 +19,9 @@ const LONG_SAMPLE_TOKENS: u64 = 30_000;
 /// `models` are the model names to ask for (cycled through); empty means `gpt-4o-mini`.
 pub fn sample_requests(models: &[String]) -> Vec<(String, PolicyRequest)> {
     let short = "What is the capital of France?".to_string();
-    // The quick estimate counts about 4.2 bytes per token of this sentence: 4.5 bytes a token
-    // makes the sample a little longer than LONG_SAMPLE_TOKENS.
+    // About 4 bytes per token.
     let sentence = "The quarterly report lists revenue, costs and risks by region. ";
-    let long = sentence.repeat((LONG_SAMPLE_TOKENS as usize * 9 / 2) / sentence.len() + 1);
+    let long = sentence.repeat((LONG_SAMPLE_TOKENS as usize * 4) / sentence.len() + 1);
     let mut samples = Vec::new();
     let mut index = 0usize;
     for tier in ["free", "pro", "enterprise", ""] {

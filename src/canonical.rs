@@ -235,6 +235,10 @@ pub struct Usage {
     /// Input tokens served from the provider's prompt cache (a part of `input_tokens`).
     #[serde(default)]
     pub cached_input_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (a part of `input_tokens`;
+    /// Anthropic prices them above the plain input rate).
+    #[serde(default)]
+    pub cache_write_input_tokens: u64,
     /// True when the counts are our tiktoken estimate, not the provider's.
     #[serde(default)]
     pub estimated: bool,

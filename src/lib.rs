@@ -10,6 +10,7 @@ pub mod app;
 pub mod canonical;
 pub mod config;
 pub mod context;
+pub mod cost;
 pub mod dialect;
 pub mod error;
 pub mod http;

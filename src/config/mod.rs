@@ -5,6 +5,7 @@
 //! naming the file, the field path and the reason.
 
 mod budgets;
+mod cost;
 mod dispatch;
 mod keys;
 mod limits;
@@ -15,6 +16,7 @@ mod providers;
 mod server;
 
 pub use budgets::{BudgetPeriod, BudgetRule};
+pub use cost::{CostConfig, Unpriced};
 pub use dispatch::DispatchConfig;
 pub use keys::KeyConfig;
 pub use limits::{AdmissionConfig, LimitMatch, LimitRule, Priority};
@@ -77,6 +79,9 @@ pub struct Config {
     /// Spending limits.
     #[serde(default)]
     pub budgets: Vec<BudgetRule>,
+    /// Prices, the spend ledger and what an unpriced model does.
+    #[serde(default)]
+    pub cost: CostConfig,
     /// The file this was read from (for messages and relative paths); not a TOML field.
     #[serde(skip)]
     pub source: PathBuf,
@@ -132,6 +137,14 @@ impl Config {
         }
         if self.logs.dir.is_relative() {
             self.logs.dir = base.join(&self.logs.dir);
+        }
+        if self.cost.ledger_dir.is_relative() {
+            self.cost.ledger_dir = base.join(&self.cost.ledger_dir);
+        }
+        if let Some(file) = &self.cost.pricing_file {
+            if file.is_relative() {
+                self.cost.pricing_file = Some(base.join(file));
+            }
         }
     }
 
@@ -261,6 +274,9 @@ impl Config {
             problem(field, reason);
         }
         for (field, reason) in budgets::budget_problems(&self.budgets, &model_names) {
+            problem(field, reason);
+        }
+        for (field, reason) in self.cost.problems() {
             problem(field, reason);
         }
 

@@ -423,6 +423,7 @@ fn response(text: &str, calls: Vec<ToolCall>, reason: FinishReason) -> ChatRespo
             input_tokens: 100,
             output_tokens: 25,
             cached_input_tokens: 60,
+            cache_write_input_tokens: 0,
             estimated: false,
         },
     }

@@ -248,6 +248,8 @@ mod tests {
             input_tokens: 50,
             output_tokens: 20,
             cached_input_tokens: 10,
+            cache_write_input_tokens: 0,
+            cache_write_input_tokens: 0,
             estimated: false,
         }
     }

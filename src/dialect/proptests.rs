@@ -128,6 +128,8 @@ fn arb_event() -> impl Strategy<Value = StreamEvent> {
                 input_tokens: i,
                 output_tokens: o,
                 cached_input_tokens: c,
+                cache_write_input_tokens: 0,
+                cache_write_input_tokens: 0,
                 estimated: false
             }
         }),

@@ -31,6 +31,8 @@ pub fn estimate_usage(request: &ChatRequest, outcome: &Outcome, quick: bool) -> 
         input_tokens,
         output_tokens,
         cached_input_tokens: 0,
+        cache_write_input_tokens: 0,
+        cache_write_input_tokens: 0,
         estimated: true,
     }
 }
@@ -94,6 +96,7 @@ mod tests {
             input_tokens: 1_000_000,
             output_tokens: 500_000,
             cached_input_tokens: 200_000,
+            cache_write_input_tokens: 0,
             estimated: false,
         };
         let cost = cost_usd(&model(Some(0.15), Some(0.60)), &usage).unwrap_or(-1.0);

@@ -321,9 +321,15 @@ impl Usage {
     /// Anthropic's counts for canonical ones: cache reads are taken out of `input_tokens`.
     pub fn from_canonical(usage: &canonical::Usage) -> Self {
         Usage {
-            input_tokens: Some(usage.input_tokens.saturating_sub(usage.cached_input_tokens)),
+            input_tokens: Some(
+                usage
+                    .input_tokens
+                    .saturating_sub(usage.cached_input_tokens)
+                    .saturating_sub(usage.cache_write_input_tokens),
+            ),
             output_tokens: Some(usage.output_tokens),
-            cache_creation_input_tokens: None,
+            cache_creation_input_tokens: (usage.cache_write_input_tokens > 0)
+                .then_some(usage.cache_write_input_tokens),
             cache_read_input_tokens: Some(usage.cached_input_tokens),
         }
     }
@@ -337,6 +343,7 @@ impl Usage {
                 + self.cache_creation_input_tokens.unwrap_or(0),
             output_tokens: self.output_tokens.unwrap_or(0),
             cached_input_tokens: cached,
+            cache_write_input_tokens: self.cache_creation_input_tokens.unwrap_or(0),
             estimated: false,
         }
     }
@@ -401,6 +408,7 @@ mod tests {
             input_tokens: 120,
             output_tokens: 30,
             cached_input_tokens: 64,
+            cache_write_input_tokens: 0,
             estimated: false,
         };
         let text = serde_json::to_string(&Usage::from_canonical(&usage)).unwrap();

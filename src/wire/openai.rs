@@ -493,6 +493,7 @@ mod tests {
             input_tokens: 120,
             output_tokens: 30,
             cached_input_tokens: 64,
+            cache_write_input_tokens: 0,
             estimated: false,
         };
         let text = serde_json::to_string(&Usage::from_canonical(&usage)).unwrap();

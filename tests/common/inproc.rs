@@ -202,6 +202,8 @@ fn usage() -> Usage {
         input_tokens: 10,
         output_tokens: 5,
         cached_input_tokens: 0,
+        cache_write_input_tokens: 0,
+        cache_write_input_tokens: 0,
         estimated: false,
     }
 }
@@ -309,6 +311,7 @@ impl Provider for Scripted {
                         input_tokens: 8,
                         output_tokens: 0,
                         cached_input_tokens: 0,
+                        cache_write_input_tokens: 0,
                         estimated: false,
                     },
                 }),

@@ -375,6 +375,7 @@ fn parses_text_tool_use_and_cache_usage() {
             input_tokens: 2572,
             output_tokens: 89,
             cached_input_tokens: 2000,
+            cache_write_input_tokens: 0,
             estimated: false
         }
     );
@@ -494,6 +495,8 @@ fn decodes_a_text_and_tool_use_stream_event_by_event() {
                     input_tokens: 572,
                     output_tokens: 89,
                     cached_input_tokens: 100,
+                    cache_write_input_tokens: 0,
+                    cache_write_input_tokens: 0,
                     estimated: false
                 }
             },

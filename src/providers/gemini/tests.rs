@@ -297,6 +297,7 @@ fn parses_text_with_usage_and_skips_thoughts() {
             input_tokens: 120,
             output_tokens: 20,
             cached_input_tokens: 100,
+            cache_write_input_tokens: 0,
             estimated: false
         }
     );
@@ -409,6 +410,8 @@ fn decodes_a_text_stream_with_usage_once_after_finish() {
                     input_tokens: 8,
                     output_tokens: 6,
                     cached_input_tokens: 0,
+                    cache_write_input_tokens: 0,
+                    cache_write_input_tokens: 0,
                     estimated: false
                 }
             },

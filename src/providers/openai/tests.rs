@@ -259,6 +259,7 @@ fn parses_a_text_response_with_cached_usage() {
             input_tokens: 1117,
             output_tokens: 46,
             cached_input_tokens: 1024,
+            cache_write_input_tokens: 0,
             estimated: false
         }
     );
@@ -381,6 +382,8 @@ fn decodes_a_text_stream_with_empty_choice_chunks_and_trailing_usage() {
                     input_tokens: 9,
                     output_tokens: 2,
                     cached_input_tokens: 0,
+                    cache_write_input_tokens: 0,
+                    cache_write_input_tokens: 0,
                     estimated: false
                 }
             },
@@ -451,6 +454,8 @@ fn decodes_parallel_tool_call_deltas() {
                     input_tokens: 50,
                     output_tokens: 20,
                     cached_input_tokens: 0,
+                    cache_write_input_tokens: 0,
+                    cache_write_input_tokens: 0,
                     estimated: false
                 }
             },

@@ -147,7 +147,11 @@ mod tests {
         assert_eq!(gpt4o_input, PricePerToken(2_500_000));
         assert_eq!(gpt4o_input.cost(1_000_000), Usd::from_nanos(2_500_000_000));
         let cheap = PricePerToken::from_usd_per_mtok(0.0375).unwrap_or_default();
-        assert_eq!(cheap.cost(1), Usd(1), "a fraction of a nano-dollar rounds up");
+        assert_eq!(
+            cheap.cost(1),
+            Usd(1),
+            "a fraction of a nano-dollar rounds up"
+        );
         assert_eq!(cheap.cost(1000), Usd(38));
         assert!(PricePerToken::from_usd_per_token(-1.0).is_none());
         assert!(PricePerToken::from_usd_per_token(f64::NAN).is_none());

@@ -6,3 +6,5 @@
 mod money;
 
 pub use money::{PricePerToken, Usd, NANOS_PER_USD};
+
+pub mod period;

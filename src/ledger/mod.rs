@@ -16,6 +16,7 @@
 
 mod lines;
 mod local;
+mod money;
 mod queue;
 mod window;
 
@@ -29,6 +30,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 pub use local::{LocalLedger, LocalLedgerConfig};
+pub use money::{MoneyLedger, MoneyLimit, MoneyRefusal, MoneyReservation, MoneyStatus};
 pub use queue::{Admission, Admitted, LineStatus, Refusal, RefusalReason, Waiting};
 pub use window::{Admit, SmoothWindow};
 

@@ -32,7 +32,6 @@ fn usage() -> Usage {
         output_tokens: 20,
         cached_input_tokens: 10,
         cache_write_input_tokens: 0,
-        cache_write_input_tokens: 0,
         estimated: false,
     }
 }

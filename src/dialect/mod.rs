@@ -97,7 +97,6 @@ pub(crate) fn merge_usage(old: Option<Usage>, new: Usage) -> Usage {
             output_tokens: pick(new.output_tokens, old.output_tokens),
             cached_input_tokens: pick(new.cached_input_tokens, old.cached_input_tokens),
             cache_write_input_tokens: 0,
-            cache_write_input_tokens: 0,
             estimated: new.estimated || old.estimated,
         },
     }

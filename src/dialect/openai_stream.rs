@@ -249,7 +249,6 @@ mod tests {
             output_tokens: 20,
             cached_input_tokens: 10,
             cache_write_input_tokens: 0,
-            cache_write_input_tokens: 0,
             estimated: false,
         }
     }

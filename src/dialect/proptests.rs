@@ -129,7 +129,6 @@ fn arb_event() -> impl Strategy<Value = StreamEvent> {
                 output_tokens: o,
                 cached_input_tokens: c,
                 cache_write_input_tokens: 0,
-                cache_write_input_tokens: 0,
                 estimated: false
             }
         }),

@@ -32,7 +32,6 @@ pub fn estimate_usage(request: &ChatRequest, outcome: &Outcome, quick: bool) -> 
         output_tokens,
         cached_input_tokens: 0,
         cache_write_input_tokens: 0,
-        cache_write_input_tokens: 0,
         estimated: true,
     }
 }

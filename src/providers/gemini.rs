@@ -385,7 +385,6 @@ impl UsageMetadata {
                 + self.thoughts_token_count.unwrap_or(0),
             cached_input_tokens: self.cached_content_token_count.unwrap_or(0),
             cache_write_input_tokens: 0,
-            cache_write_input_tokens: 0,
             estimated: false,
         }
     }

@@ -244,7 +244,6 @@ fn usage(input_tokens: u64, output_tokens: u64) -> Usage {
         output_tokens,
         cached_input_tokens: 0,
         cache_write_input_tokens: 0,
-        cache_write_input_tokens: 0,
         estimated: false,
     }
 }

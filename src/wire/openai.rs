@@ -413,6 +413,7 @@ impl Usage {
                 .prompt_tokens_details
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
+            cache_write_input_tokens: 0,
             estimated: false,
         }
     }

@@ -203,7 +203,6 @@ fn usage() -> Usage {
         output_tokens: 5,
         cached_input_tokens: 0,
         cache_write_input_tokens: 0,
-        cache_write_input_tokens: 0,
         estimated: false,
     }
 }

@@ -496,7 +496,6 @@ fn decodes_a_text_and_tool_use_stream_event_by_event() {
                     output_tokens: 89,
                     cached_input_tokens: 100,
                     cache_write_input_tokens: 0,
-                    cache_write_input_tokens: 0,
                     estimated: false
                 }
             },

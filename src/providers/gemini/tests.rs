@@ -411,7 +411,6 @@ fn decodes_a_text_stream_with_usage_once_after_finish() {
                     output_tokens: 6,
                     cached_input_tokens: 0,
                     cache_write_input_tokens: 0,
-                    cache_write_input_tokens: 0,
                     estimated: false
                 }
             },

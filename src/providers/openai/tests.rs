@@ -383,7 +383,6 @@ fn decodes_a_text_stream_with_empty_choice_chunks_and_trailing_usage() {
                     output_tokens: 2,
                     cached_input_tokens: 0,
                     cache_write_input_tokens: 0,
-                    cache_write_input_tokens: 0,
                     estimated: false
                 }
             },
@@ -454,7 +453,6 @@ fn decodes_parallel_tool_call_deltas() {
                     input_tokens: 50,
                     output_tokens: 20,
                     cached_input_tokens: 0,
-                    cache_write_input_tokens: 0,
                     cache_write_input_tokens: 0,
                     estimated: false
                 }

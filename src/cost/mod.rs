@@ -9,12 +9,16 @@
 //! - [`litellm`]: the parser of LiteLLM's `model_prices_and_context_window.json`.
 //! - [`catalogue`]: every configured model's resolved price ([`Catalogue`]), from
 //!   `[[models]]` prices, `[cost] pricing_file` and the built-in catalogue.
+//! - [`book`]: the live catalogue ([`PriceBook`]), rebuilt on config change and reloaded
+//!   when the pricing file changes.
 
+pub mod book;
 pub mod catalogue;
 pub mod litellm;
 mod money;
 pub mod prices;
 
+pub use book::{PriceBook, PriceBookStatus, PriceWatchHandle};
 pub use catalogue::{Catalogue, PriceSource, PricedModel};
 pub use litellm::{PriceEntry, PriceList, MAX_PRICING_FILE_BYTES};
 pub use money::{PricePerToken, Usd, NANOS_PER_USD};
@@ -53,6 +57,14 @@ pub enum CostError {
         /// 1-based column of the fault (0 when unknown).
         column: usize,
         /// The parser's message.
+        message: String,
+    },
+    /// The pricing file's directory could not be watched.
+    #[error("{path}: cannot watch for pricing changes: {message}")]
+    Watch {
+        /// The directory.
+        path: String,
+        /// Why.
         message: String,
     },
 }

@@ -146,13 +146,12 @@ mod tests {
         let gpt4o_input = PricePerToken::from_usd_per_token(0.0000025).unwrap_or_default();
         assert_eq!(gpt4o_input, PricePerToken(2_500_000));
         assert_eq!(gpt4o_input.cost(1_000_000), Usd::from_nanos(2_500_000_000));
+        // $0.0375 per million tokens is 37.5 nano-dollars a token.
         let cheap = PricePerToken::from_usd_per_mtok(0.0375).unwrap_or_default();
-        assert_eq!(
-            cheap.cost(1),
-            Usd(1),
-            "a fraction of a nano-dollar rounds up"
-        );
-        assert_eq!(cheap.cost(1000), Usd(38));
+        assert_eq!(cheap, PricePerToken(37_500));
+        assert_eq!(cheap.cost(1), Usd(38), "half a nano-dollar rounds up");
+        assert_eq!(cheap.cost(1000), Usd(37_500));
+        assert_eq!(PricePerToken(1).cost(1), Usd(1), "a pico-dollar rounds up");
         assert!(PricePerToken::from_usd_per_token(-1.0).is_none());
         assert!(PricePerToken::from_usd_per_token(f64::NAN).is_none());
     }

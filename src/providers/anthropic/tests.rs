@@ -375,7 +375,7 @@ fn parses_text_tool_use_and_cache_usage() {
             input_tokens: 2572,
             output_tokens: 89,
             cached_input_tokens: 2000,
-            cache_write_input_tokens: 0,
+            cache_write_input_tokens: 100,
             estimated: false
         }
     );

@@ -19,6 +19,13 @@
 //! bench thread's own CPU time (`admission_cpu/*`, `limits_stage_cpu/*`, read from
 //! `/proc/thread-self/schedstat`), which other work on a shared machine does not inflate.
 //!
+//! - `budgets_stage/*`: the budgets stage the same way (`[[budgets]]` per user day, per
+//!   feature month and per key total, every request matching all three): rule matching,
+//!   the worst-case price, the budget reservation, the 402 on a miss, and in the tail the
+//!   real cost priced and settled. `budgets_stage/none` is the same gateway without budgets
+//!   (the tail still prices the request and appends it to the spend ledger, as every
+//!   request does): the difference is the budget check's cost.
+//!
 //! `cargo bench --bench admission`
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
@@ -253,12 +260,15 @@ fn bench_admission<M: Measurement>(c: &mut Criterion<M>, group: &str) {
 // ---- Through the limits stage ----------------------------------------------------------
 
 /// A gateway whose only feature is `rules` (a mock provider that is never called, no
-/// policy, no request log).
-fn gateway(rules: &str) -> Gateway {
+/// policy, no request log; the spend ledger in a temporary directory).
+fn gateway(rules: &str, spend_dir: &Path) -> Gateway {
     let text = format!(
         r#"
 [logs]
 enabled = false
+
+[cost]
+ledger_dir = "{}"
 
 [[providers]]
 name = "mock"
@@ -267,7 +277,8 @@ kind = "mock"
 [[models]]
 name = "gpt-4o-mini"
 provider = "mock"
-{rules}"#
+{rules}"#,
+        spend_dir.display()
     );
     let config = match Config::parse(&text, Path::new("admission.toml")) {
         Ok(config) => config,
@@ -303,14 +314,48 @@ struct Caller {
 
 struct StageCase {
     _gateway: Gateway,
+    _spend_dir: tempfile::TempDir,
     exchange: Exchange,
     finished: Finished,
     callers: Vec<Caller>,
 }
 
+/// `[[budgets]]`: per user and day, then (with `three`) per feature and month and per key in
+/// total.
+fn budget_rules(three: bool, user_limit_usd: f64) -> String {
+    let mut text = format!(
+        "\n[[budgets]]\nname = \"user_day\"\nmatch = {{ user = \"*\" }}\nperiod = \"day\"\nlimit_usd = {user_limit_usd:?}\n"
+    );
+    if three {
+        text.push_str(
+            "\n[[budgets]]\nname = \"feature_month\"\nmatch = { feature = \"*\" }\nperiod = \"month\"\nlimit_usd = 1000000000.0\n\
+             \n[[budgets]]\nname = \"key_total\"\nmatch = { key = \"*\" }\nperiod = \"total\"\nlimit_usd = 1000000000.0\n",
+        );
+    }
+    text
+}
+
+/// Each user's daily budget in the budget miss cases, overspent before measuring.
+const MISS_BUDGET_USD: f64 = 1.0;
+
 impl StageCase {
     fn new(three: bool, miss: bool) -> StageCase {
-        let gateway = gateway(&rules(three, if miss { MISS_TPM } else { NEVER }));
+        let rules = rules(three, if miss { MISS_TPM } else { NEVER });
+        // For a miss, every user overspent its window.
+        StageCase::with(&rules, miss, MISS_TPM * 1_000)
+    }
+
+    fn budgets(rules: &str, miss: bool) -> StageCase {
+        // For a miss, every user spent 600 M output tokens at $0.60/M: $360 of $1.
+        StageCase::with(rules, miss, 600_000_000)
+    }
+
+    fn with(rules: &str, miss: bool, warm_output_tokens: u64) -> StageCase {
+        let spend_dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(err) => panic!("temp dir: {err}"),
+        };
+        let gateway = gateway(rules, spend_dir.path());
         let state = gateway.state.clone();
         let mut exchange = Exchange::start(state.clone(), Dialect::OpenAi, Endpoint::Chat);
         exchange.request = request();
@@ -319,13 +364,15 @@ impl StageCase {
         };
         exchange.decided = Some(Decided {
             plan: Plan {
-                targets: vec![route],
+                targets: vec![route.clone()],
                 timeout: None,
                 first_token: None,
                 retries: 0,
                 input_estimate: switchyard::tokens::quick_estimate_input(&exchange.request),
             },
             limits: Vec::new(),
+            policy: state.policy.snapshot(),
+            request: None,
         });
         let finished = Finished {
             state,
@@ -333,6 +380,7 @@ impl StageCase {
             request: ChatRequest::default(),
             outcome: Outcome {
                 usage: usage(),
+                route: Some(route),
                 ..Outcome::default()
             },
             embedding_dimensions: None,
@@ -351,13 +399,14 @@ impl StageCase {
             .collect();
         let mut case = StageCase {
             _gateway: gateway,
+            _spend_dir: spend_dir,
             exchange,
             finished,
             callers,
         };
-        // Every bucket exists before measuring; for a miss, every user overspent its window.
+        // Every bucket exists before measuring.
         if miss {
-            case.finished.outcome.usage.output_tokens = MISS_TPM * 1_000;
+            case.finished.outcome.usage.output_tokens = warm_output_tokens;
         }
         for i in 0..USERS {
             if !case.run(i) {
@@ -380,6 +429,8 @@ impl StageCase {
                 black_box(answer);
                 self.finished.stages.limits.reservation =
                     self.exchange.stages.limits.reservation.take();
+                self.finished.stages.budgets.reservation =
+                    self.exchange.stages.budgets.reservation.take();
                 stages.on_finish(&mut self.finished);
                 true
             }
@@ -416,14 +467,46 @@ fn bench_stage<M: Measurement>(c: &mut Criterion<M>, group: &str) {
     group.finish();
 }
 
+fn bench_budgets<M: Measurement>(c: &mut Criterion<M>, group: &str) {
+    let mut group = c.benchmark_group(group);
+    group.throughput(Throughput::Elements(1));
+    group.sampling_mode(SamplingMode::Flat);
+    let cases = [
+        ("none", String::new(), false),
+        ("one_budget/hit", budget_rules(false, 1e9), false),
+        ("three_budgets/hit", budget_rules(true, 1e9), false),
+        (
+            "three_budgets/miss",
+            budget_rules(true, MISS_BUDGET_USD),
+            true,
+        ),
+    ];
+    for (name, rules, miss) in cases {
+        let mut case = StageCase::budgets(&rules, miss);
+        let mut next = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let admitted = case.run(next % USERS);
+                next += 1;
+                if admitted == miss {
+                    panic!("{name}: admitted = {admitted}");
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 fn wall_time(c: &mut Criterion) {
     bench_admission(c, "admission");
     bench_stage(c, "limits_stage");
+    bench_budgets(c, "budgets_stage");
 }
 
 fn cpu_time(c: &mut Criterion<ThreadCpuTime>) {
     bench_admission(c, "admission_cpu");
     bench_stage(c, "limits_stage_cpu");
+    bench_budgets(c, "budgets_stage_cpu");
 }
 
 criterion_group!(wall, wall_time);

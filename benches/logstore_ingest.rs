@@ -98,6 +98,7 @@ fn record(i: usize) -> LogRecord {
         correlation_id: None,
         embedding_dimensions: None,
         limits: None,
+        budget: None,
     }
 }
 

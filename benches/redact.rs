@@ -101,6 +101,7 @@ fn record() -> LogRecord {
         correlation_id: None,
         embedding_dimensions: None,
         limits: None,
+        budget: None,
     }
 }
 

@@ -1,10 +1,13 @@
 //! Start-up: build the shared state from a validated config and run the server.
 
 use crate::config::Config;
-use crate::ledger::{Admission, LocalLedger, LocalLedgerConfig};
+use crate::cost::{PriceBook, SpendLedger};
+use crate::ledger::{Admission, LocalLedger, LocalLedgerConfig, MoneyLedger};
 use crate::logstore::LogStore;
 use crate::pipeline::capacity::{Capacity, LiveLimits};
-use crate::pipeline::{auth, breaker::Breakers, chaos::Chaos, stages::Stages, AppState};
+use crate::pipeline::stages::matcher::{Facts, Field};
+use crate::pipeline::stages::{StageParts, Stages};
+use crate::pipeline::{auth, breaker::Breakers, chaos::Chaos, AppState};
 use crate::policy::{ConfigHost, LatencyWindow, PolicyOptions, PolicyStore};
 use crate::providers::Registry;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use std::time::Duration;
 pub struct Gateway {
     pub state: Arc<AppState>,
     _watch: Option<crate::policy::reload::WatchHandle>,
+    _prices_watch: Option<crate::cost::PriceWatchHandle>,
 }
 
 /// Build the gateway from a validated config.
@@ -83,13 +87,45 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     } else {
         None
     };
+    let prices = Arc::new(PriceBook::new(&config).map_err(|e| anyhow::anyhow!("cost: {e}"))?);
+    let prices_watch = prices
+        .watch(Duration::from_millis(config.policy.debounce_ms))
+        .map_err(|e| anyhow::anyhow!("cost: {e}"))?;
+    for model in prices.catalogue().unpriced_models() {
+        tracing::warn!(model = %model, unpriced = ?config.cost.unpriced, "model has no price: its requests are recorded as cost_unknown");
+    }
+    let spend =
+        SpendLedger::open(&config.cost).map_err(|e| anyhow::anyhow!("spend ledger: {e}"))?;
+    let money = Arc::new(MoneyLedger::new(
+        64,
+        config.admission.max_buckets,
+        config.cost.utc_offset_s().unwrap_or(0),
+    ));
+    let stages = Arc::new(Stages::new(
+        &config,
+        StageParts {
+            admission: admission.clone(),
+            money: money.clone(),
+            prices: prices.clone(),
+            spend: Some(spend.clone()),
+        },
+    ));
+    restore_budgets(&config, &stages, &money, &spend);
+    spawn_cost_upkeep(
+        money.clone(),
+        spend.clone(),
+        Duration::from_millis(config.admission.evict_every_ms),
+    );
     let state = Arc::new(AppState {
         keys: Arc::new(auth::KeyTable::from_config(&config)),
         admin_key: auth::admin_digest(&config),
         breakers,
         chaos: Arc::new(Chaos::default()),
-        stages: Arc::new(Stages::new(&config, admission.clone())),
+        stages,
         admission,
+        prices,
+        money,
+        spend: Some(spend),
         capacity,
         background: tokio::runtime::Handle::try_current().ok(),
         tails: tokio_util::task::TaskTracker::new(),
@@ -104,7 +140,92 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     Ok(Gateway {
         state,
         _watch: watch,
+        _prices_watch: prices_watch,
     })
+}
+
+/// Rebuild the budgets' current periods from the spend ledger: every recorded event since the
+/// earliest period start counts again, under the keys the budgets give it now.
+fn restore_budgets(config: &Config, stages: &Stages, money: &MoneyLedger, spend: &SpendLedger) {
+    if config.budgets.is_empty() {
+        return;
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let offset = config.cost.utc_offset_s().unwrap_or(0);
+    let since = config
+        .budgets
+        .iter()
+        .map(|b| crate::cost::period::period_start_ms(b.period, now_ms, offset))
+        .min()
+        .unwrap_or(now_ms);
+    let budgets = stages.budgets();
+    let replayed = spend.replay(since, |event| {
+        let Some(cost) = event.cost else {
+            return;
+        };
+        for limit in budgets.limits_for(&EventFacts(event)) {
+            money.restore(&limit, event.ts_ms, cost, now_ms);
+        }
+    });
+    match replayed {
+        Ok(events) => {
+            tracing::info!(
+                events,
+                budgets = money.len(),
+                "budgets restored from the spend ledger"
+            )
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "budgets could not be restored from the spend ledger")
+        }
+    }
+}
+
+/// A recorded spend event, as budget rules see it.
+struct EventFacts<'a>(&'a crate::cost::SpendEvent);
+
+impl Facts for EventFacts<'_> {
+    fn get(&self, field: Field) -> Option<&str> {
+        let event = self.0;
+        match field {
+            Field::User => Some(&event.user),
+            Field::Team => event.team.as_deref(),
+            Field::Tier => event.tier.as_deref(),
+            Field::Feature => event.feature.as_deref(),
+            Field::Model => Some(&event.requested_model),
+            Field::Key => Some(&event.key),
+        }
+    }
+}
+
+/// Evict idle budget buckets every `every` and apply the spend ledger's retention hourly,
+/// on the current runtime (none: never).
+fn spawn_cost_upkeep(money: Arc<MoneyLedger>, spend: SpendLedger, every: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(&money);
+    runtime.spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_retention = None::<tokio::time::Instant>;
+        loop {
+            ticks.tick().await;
+            let Some(money) = weak.upgrade() else {
+                return;
+            };
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            money.evict_idle(now_ms);
+            if last_retention.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+                last_retention = Some(tokio::time::Instant::now());
+                let spend = spend.clone();
+                let swept = tokio::task::spawn_blocking(move || spend.run_retention(now_ms)).await;
+                if let Ok(Err(err)) = swept {
+                    tracing::warn!(error = %err, "spend ledger retention failed");
+                }
+            }
+        }
+    });
 }
 
 /// Evict idle rate-limit buckets every `every`, on the current runtime (none: never, as in
@@ -241,6 +362,10 @@ pub async fn serve(gateway: Gateway) -> anyhow::Result<()> {
             pending = state.tails.len(),
             "finish steps still running after the grace period"
         );
+    }
+    if let Some(spend) = &state.spend {
+        tracing::info!("flushing spend ledger");
+        spend.shutdown().await;
     }
     if let Some(logs) = &state.logs {
         tracing::info!("flushing request log");

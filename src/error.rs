@@ -27,6 +27,8 @@ pub enum ErrorCode {
     InvalidRequest,
     /// Missing or unknown gateway key (401).
     Unauthenticated,
+    /// A budget is spent, or the model has no price and `[cost] unpriced = "block"` (402).
+    BudgetExceeded,
     /// A policy refused the request (403 unless the script named another status).
     Forbidden,
     /// Unknown model or path (404).
@@ -55,6 +57,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => 400,
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::BudgetExceeded => 402,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
@@ -74,9 +77,10 @@ impl ErrorCode {
     /// outside the set takes the nearest kind (4xx: forbidden, 5xx: internal) and keeps its
     /// number through `status_override`.
     pub fn for_status(status: u16) -> ErrorCode {
-        const ALL: [ErrorCode; 12] = [
+        const ALL: [ErrorCode; 13] = [
             ErrorCode::InvalidRequest,
             ErrorCode::Unauthenticated,
+            ErrorCode::BudgetExceeded,
             ErrorCode::Forbidden,
             ErrorCode::NotFound,
             ErrorCode::MethodNotAllowed,
@@ -105,6 +109,7 @@ impl ErrorCode {
             }
             ErrorCode::PayloadTooLarge | ErrorCode::RequestTimeout => "invalid_request_error",
             ErrorCode::Unauthenticated => "authentication_error",
+            ErrorCode::BudgetExceeded => "insufficient_quota",
             ErrorCode::Forbidden => "permission_error",
             ErrorCode::RateLimited => "rate_limit_error",
             ErrorCode::Timeout => "timeout_error",
@@ -119,6 +124,7 @@ impl ErrorCode {
                 "invalid_request_error"
             }
             ErrorCode::Unauthenticated => "authentication_error",
+            ErrorCode::BudgetExceeded => "billing_error",
             ErrorCode::Forbidden => "permission_error",
             ErrorCode::NotFound => "not_found_error",
             ErrorCode::PayloadTooLarge => "request_too_large",
@@ -134,6 +140,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::Unauthenticated => "invalid_api_key",
+            ErrorCode::BudgetExceeded => "budget_exceeded",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -336,10 +343,13 @@ mod tests {
 
     #[test]
     fn every_code_maps_back_from_its_status() {
-        for status in [400, 401, 403, 404, 405, 408, 413, 429, 500, 502, 503, 504] {
+        for status in [
+            400, 401, 402, 403, 404, 405, 408, 413, 429, 500, 502, 503, 504,
+        ] {
             assert_eq!(ErrorCode::for_status(status).status(), status);
         }
-        assert_eq!(ErrorCode::for_status(402), ErrorCode::Forbidden);
+        assert_eq!(ErrorCode::for_status(402), ErrorCode::BudgetExceeded);
+        assert_eq!(ErrorCode::for_status(418), ErrorCode::Forbidden);
         assert_eq!(ErrorCode::for_status(599), ErrorCode::Internal);
     }
 

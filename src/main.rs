@@ -157,6 +157,7 @@ fn main() -> anyhow::Result<()> {
                 error_status: args.error_status,
                 hang: args.hang,
                 first_token_delay_ms: args.first_token_delay_ms,
+                ..MockSettings::default()
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -8,27 +8,10 @@
 mod common;
 
 use common::inproc::{config, start, swap, Gated, InProc, Script, Scripted};
-use common::{client, sha256_hex};
+use common::{client, key_of, users};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
-
-/// Keys for users bob and carol (alice is the preamble's `KEY`).
-fn users() -> String {
-    format!(
-        "\n[[keys]]\nid = \"bob-key\"\nkey_sha256 = \"{}\"\nuser = \"bob\"\n\n[[keys]]\nid = \"carol-key\"\nkey_sha256 = \"{}\"\nuser = \"carol\"\n",
-        sha256_hex("sk-bob"),
-        sha256_hex("sk-carol"),
-    )
-}
-
-fn key_of(user: &str) -> &'static str {
-    match user {
-        "alice" => common::KEY,
-        "bob" => "sk-bob",
-        _ => "sk-carol",
-    }
-}
 
 /// A chat body whose reservation is exactly `tokens`: the input estimate of "hi" is 1 token
 /// of text + framing (`common::hi_tokens()`), plus `max_tokens`.

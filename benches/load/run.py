@@ -14,6 +14,10 @@ here and stopped at the end unless it was already running. For each variant the 
           (per-user tokens/min, per-model requests/min, per-key concurrency): the cost of
           admission and settlement on the request path. The load requests name no feature,
           so the second rule matches on `model` rather than `feature`.
+  budgets limits + three [[budgets]] every request matches and none ever blocks (per-user
+          day, per-model month, per-key total): the cost of pricing the worst case,
+          reserving it and settling the real cost (the spend ledger records every request
+          in all variants).
 
 and measured closed-loop (wrk, c=1 and c=32) and at a fixed rate (oha, latency-corrected),
 next to `direct` (nginx without the gateway). Prints a markdown table and writes
@@ -22,7 +26,7 @@ results.json.
 Needs wrk and nginx (benches/peers/install_peers.sh); without oha the fixed-rate columns
 stay empty. Every load run is bounded (wrk -d, oha -z, plus a hard timeout).
 
-Usage: python3 benches/load/run.py [--variants bare,policy,logs,full,limits] [--dur 10]
+Usage: python3 benches/load/run.py [--variants bare,policy,logs,full,limits,budgets] [--dur 10]
        [--rates 2000] [--bin target/release/switchyard] [--out /tmp/switchyard-load]
 """
 import argparse
@@ -67,12 +71,15 @@ def config(variant, port, workdir):
                   "input_usd_per_mtok = 0.15", "output_usd_per_mtok = 0.60", ""]
     lines += ["[[models]]", 'name = "gpt-4o-mini-stream"', 'provider = "nginx-sse"', ""]
     lines += ["[[keys]]", f'key_sha256 = "{KEY_SHA}"', 'user = "bench"', 'tier = "pro"', ""]
-    if variant in ("policy", "full", "limits"):
+    if variant in ("policy", "full", "limits", "budgets"):
         lines += ["[policy]", f'dir = "{os.path.join(ROOT, "policies", "feature-based")}"', ""]
-    lines += ["[logs]", f"enabled = {'true' if variant in ('logs', 'full', 'limits') else 'false'}",
+    lines += ["[logs]", f"enabled = {'true' if variant in ('logs', 'full', 'limits', 'budgets') else 'false'}",
               f'dir = "{os.path.join(workdir, "logs-" + variant)}"', ""]
-    if variant == "limits":
+    lines += ["[cost]", f'ledger_dir = "{os.path.join(workdir, "spend-" + variant)}"', ""]
+    if variant in ("limits", "budgets"):
         lines += LIMITS
+    if variant == "budgets":
+        lines += BUDGETS
     return "\n".join(lines)
 
 
@@ -81,6 +88,13 @@ LIMITS = [
     "[[limits]]", 'name = "user_tpm"', 'match = { user = "*" }', "tokens_per_minute = 1000000000000", "",
     "[[limits]]", 'name = "model_rpm"', 'match = { model = "*" }', "requests_per_minute = 1000000000000", "",
     "[[limits]]", 'name = "key_concurrency"', 'match = { key = "*" }', "concurrency = 1000000", "",
+]
+
+# Matched by every load request, never blocking: what budget admission costs when it allows.
+BUDGETS = [
+    "[[budgets]]", 'name = "user_day"', 'match = { user = "*" }', 'period = "day"', "limit_usd = 1000000000.0", "",
+    "[[budgets]]", 'name = "model_month"', 'match = { model = "*" }', 'period = "month"', "limit_usd = 1000000000.0", "",
+    "[[budgets]]", 'name = "key_total"', 'match = { key = "*" }', 'period = "total"', "limit_usd = 1000000000.0", "",
 ]
 
 

@@ -1,5 +1,6 @@
 //! The admin HTTP API (`/admin/*`), behind the admin key:
-//! logs search and replay, the policy in force, chaos drills, live rate limits.
+//! logs search and replay, the policy in force, chaos drills, live rate limits, budgets and
+//! spend reports.
 
 use crate::error::{Dialect, ErrorCode, ErrorSource, GatewayError};
 use crate::http::{error_response, json_value, Body};
@@ -9,6 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
 
+mod cost;
 mod limits;
 mod logs;
 
@@ -32,6 +34,8 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
         (Method::GET, ["chaos"]) => Ok(json_value(&state.chaos.faults_json())),
         (Method::POST, ["chaos"]) => chaos(&state, req).await,
         (Method::GET, ["limits"]) => limits::list(&state, &query).await,
+        (Method::GET, ["budgets"]) => Ok(cost::budgets(&state)),
+        (Method::GET, ["spend"]) => cost::spend(&state, &query).await,
         (Method::GET, ["logs"]) => logs::search(&state, &query).await,
         (Method::GET, ["logs", id]) => logs::get(&state, id).await,
         (Method::POST, ["logs", id, "replay"]) => {

@@ -26,7 +26,7 @@ impl Priority {
 
 /// Which requests a `[[limits]]` rule counts: every field given must match; an omitted field
 /// matches all; `"*"` matches all and gives each distinct value its own bucket.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitMatch {
     pub user: Option<String>,

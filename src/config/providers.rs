@@ -110,6 +110,13 @@ pub struct MockSettings {
     pub hang: bool,
     /// Extra delay before the first streamed chunk only.
     pub first_token_delay_ms: u64,
+    /// Input tokens reported as read from the prompt cache (HTTP mock only; at most the
+    /// input): OpenAI `cached_tokens`, Anthropic `cache_read_input_tokens`, Gemini
+    /// `cachedContentTokenCount`.
+    pub cached_input_tokens: u64,
+    /// Input tokens reported as written to the prompt cache (HTTP mock only; Anthropic
+    /// `cache_creation_input_tokens`).
+    pub cache_write_input_tokens: u64,
 }
 
 impl Default for MockSettings {
@@ -123,6 +130,8 @@ impl Default for MockSettings {
             error_status: 500,
             hang: false,
             first_token_delay_ms: 0,
+            cached_input_tokens: 0,
+            cache_write_input_tokens: 0,
         }
     }
 }

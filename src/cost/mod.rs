@@ -18,12 +18,17 @@ pub mod litellm;
 mod money;
 pub mod period;
 pub mod prices;
+mod spend;
 
 pub use book::{PriceBook, PriceBookStatus, PriceWatchHandle};
 pub use catalogue::{Catalogue, PriceSource, PricedModel};
 pub use litellm::{PriceEntry, PriceList, MAX_PRICING_FILE_BYTES};
 pub use money::{PricePerToken, Usd, NANOS_PER_USD};
 pub use prices::{ModelPrice, PriceTier, Rates};
+pub use spend::{
+    Dimension, SpendError, SpendEvent, SpendInterval, SpendLedger, SpendLimits, SpendQuery,
+    SpendReport, SpendRow, SpendStats, SpendUsage,
+};
 
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
 

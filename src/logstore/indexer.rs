@@ -80,6 +80,11 @@ pub struct LogSchema {
     pub reserved_tokens: Option<Field>,
     /// Tokens settled after the response (u64).
     pub settled_tokens: Option<Field>,
+    /// Budget keys the request counted against (raw, multi-valued); `None` in an index made
+    /// before budgets existed.
+    pub budget: Option<Field>,
+    /// The budget action (`downgrade`, `cap`, `queue`, `block`; raw).
+    pub budget_action: Option<Field>,
 }
 
 /// The schema of a new index.
@@ -107,7 +112,9 @@ pub fn build_schema() -> Schema {
         let _ = builder.add_u64_field("input_tokens", numeric.clone());
         let _ = builder.add_u64_field("output_tokens", numeric.clone());
         let _ = builder.add_f64_field("cost_usd", numeric.clone());
-        let _ = builder.add_text_field("limit", raw);
+        let _ = builder.add_text_field("limit", raw.clone());
+        let _ = builder.add_text_field("budget", raw.clone());
+        let _ = builder.add_text_field("budget_action", raw);
         let _ = builder.add_f64_field("queued_ms", numeric.clone());
         let _ = builder.add_u64_field("reserved_tokens", numeric.clone());
         let _ = builder.add_u64_field("settled_tokens", numeric);
@@ -159,6 +166,8 @@ impl LogSchema {
             queued_ms: schema.get_field("queued_ms").ok(),
             reserved_tokens: schema.get_field("reserved_tokens").ok(),
             settled_tokens: schema.get_field("settled_tokens").ok(),
+            budget: schema.get_field("budget").ok(),
+            budget_action: schema.get_field("budget_action").ok(),
         })
     }
 
@@ -206,6 +215,16 @@ impl LogSchema {
             }
             if let Some(field) = self.settled_tokens {
                 doc.add_u64(field, limits.settled_tokens);
+            }
+        }
+        if let Some(budget) = &record.budget {
+            if let Some(field) = self.budget {
+                for key in &budget.applied {
+                    doc.add_text(field, key);
+                }
+            }
+            if let (Some(field), Some(action)) = (self.budget_action, &budget.action) {
+                doc.add_text(field, action);
             }
         }
         doc.add_text(self.record, json);

@@ -50,7 +50,8 @@ pub struct LogRecord {
     pub finish_reason: Option<String>,
     pub usage: Usage,
     pub cost_usd: f64,
-    /// True when the served model has no price configured (cost is 0).
+    /// True when the served model has no price: `cost_usd` is then 0 but the cost is not
+    /// known (never counted as free).
     pub cost_unknown: bool,
     pub latency_ms: f64,
     /// Time to first byte sent to the client (streams), or total latency.
@@ -67,6 +68,27 @@ pub struct LogRecord {
     /// The rate limits the request counted against, when any did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsRecord>,
+    /// The budgets the request counted against and what they did, when any applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetRecord>,
+}
+
+/// What budgets did to one request ("why was this downgraded?").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetRecord {
+    /// The budget keys it counted against, tightest first (`team-daily:team=support`).
+    pub applied: Vec<String>,
+    /// The action when it was not a plain allow: `downgrade`, `cap`, `queue` or `block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The budget behind the action (the tightest one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acted_on: Option<String>,
+    /// The worst-case cost reserved at admission, in USD (exact decimal).
+    pub reserved_usd: String,
+    /// A budget past its soft limit, as the warning header said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// What rate limiting did to one request.

@@ -53,6 +53,7 @@ pub(crate) fn record_with(request: ChatRequest) -> LogRecord {
         correlation_id: None,
         embedding_dimensions: None,
         limits: None,
+        budget: None,
     }
 }
 

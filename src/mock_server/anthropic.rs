@@ -268,12 +268,19 @@ pub(super) fn response(reply: &Reply<'_>) -> Value {
         "content": content,
         "stop_reason": stop_word(answer),
         "stop_sequence": null,
-        "usage": {
-            "input_tokens": answer.usage.input_tokens,
-            "output_tokens": answer.usage.output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
+        "usage": usage(&answer.usage, answer.usage.output_tokens),
+    })
+}
+
+/// Anthropic's usage: `input_tokens` excludes cache reads and writes, reported apart.
+fn usage(usage: &crate::canonical::Usage, output_tokens: u64) -> Value {
+    json!({
+        "input_tokens": usage.input_tokens
+            - usage.cached_input_tokens
+            - usage.cache_write_input_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": usage.cache_write_input_tokens,
+        "cache_read_input_tokens": usage.cached_input_tokens,
     })
 }
 
@@ -290,12 +297,7 @@ pub(super) fn stream(reply: &Reply<'_>, out: &mut SseWriter) {
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": {
-                "input_tokens": answer.usage.input_tokens,
-                "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": usage(&answer.usage, 1),
         },
     });
     out.event(Some("message_start"), &start, false);

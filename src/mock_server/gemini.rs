@@ -208,6 +208,7 @@ fn full_usage(reply: &Reply<'_>) -> Value {
         "promptTokenCount": usage.input_tokens,
         "candidatesTokenCount": usage.output_tokens,
         "totalTokenCount": usage.input_tokens + usage.output_tokens,
+        "cachedContentTokenCount": usage.cached_input_tokens,
     })
 }
 

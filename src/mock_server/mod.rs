@@ -346,7 +346,13 @@ async fn chat(
     if let Some(failure) = faults(shared, settings, call.wire).await {
         return failure;
     }
-    let answer = generate(&parsed.prompt, settings.output_tokens);
+    let mut answer = generate(&parsed.prompt, settings.output_tokens);
+    // Prompt-cache counts to report, as parts of the input (each wire writes them its way).
+    let usage = &mut answer.usage;
+    usage.cached_input_tokens = settings.cached_input_tokens.min(usage.input_tokens);
+    usage.cache_write_input_tokens = settings
+        .cache_write_input_tokens
+        .min(usage.input_tokens - usage.cached_input_tokens);
     let id_number = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let id = match call.wire {
         Wire::OpenAi => format!("chatcmpl-mock{id_number}"),

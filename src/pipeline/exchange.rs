@@ -48,6 +48,9 @@ pub struct Outcome {
     pub client_disconnected: bool,
     /// The served model's capacity reservation (`tpm`/`rpm`), settled in the tail.
     pub capacity: Option<crate::ledger::Reservation>,
+    /// What the request cost, priced in the tail: `None` when the served model has no price
+    /// (`cost_unknown`, never $0); zero when no target answered.
+    pub cost: Option<crate::cost::Usd>,
 }
 
 /// Tool calls a stream may open; later indexes are ignored (a hostile upstream's noise).

@@ -2,9 +2,9 @@
 //! store (which redacts it before anything reaches disk), off the response's critical path.
 
 use super::exchange::Finished;
-use super::settle::{cost_usd, finish_name};
+use super::settle::finish_name;
 use crate::error::Dialect;
-use crate::logstore::{LimitsRecord, LogRecord, LogSender};
+use crate::logstore::{BudgetRecord, LimitsRecord, LogRecord, LogSender};
 
 /// A record the log could not take at once (its channel and waiting hand-offs are full).
 pub struct Backlog {
@@ -51,10 +51,18 @@ pub fn build(done: Finished) -> LogRecord {
         settled_tokens: limits.settled_tokens.unwrap_or(0),
         queued_ms: limits.queued.as_secs_f64() * 1000.0,
     });
+    let budgets = &stages.budgets;
+    let budget = (!budgets.applied.is_empty() || budgets.acted.is_some()).then(|| BudgetRecord {
+        applied: budgets.applied.clone(),
+        action: budgets.acted.as_ref().map(|(action, _)| action.clone()),
+        acted_on: budgets.acted.as_ref().map(|(_, key)| key.clone()),
+        reserved_usd: budgets.reserved.to_string(),
+        warning: budgets.warning.clone(),
+    });
     let now = chrono::Utc::now();
     let principal = ctx.principal.as_ref();
     let route = outcome.route.as_ref();
-    let cost = route.and_then(|r| cost_usd(&r.model, &outcome.usage));
+    let cost = outcome.cost;
     let status = outcome.status.unwrap_or(200);
     let stream = request.stream;
     let latency_ms = ctx.elapsed_ms();
@@ -87,7 +95,7 @@ pub fn build(done: Finished) -> LogRecord {
         output_tool_calls: outcome.tool_calls,
         finish_reason: outcome.finish.map(|f| finish_name(f).to_string()),
         usage: outcome.usage,
-        cost_usd: cost.unwrap_or(0.0),
+        cost_usd: cost.map_or(0.0, crate::cost::Usd::dollars),
         cost_unknown: route.is_some() && cost.is_none(),
         latency_ms,
         first_token_ms: outcome.first_token_ms,
@@ -97,5 +105,6 @@ pub fn build(done: Finished) -> LogRecord {
         replay_of: ctx.replay_of,
         embedding_dimensions,
         limits,
+        budget,
     }
 }

@@ -66,6 +66,12 @@ pub struct AppState {
     pub admission: Arc<crate::ledger::Admission>,
     /// Model capacity (`tpm`/`rpm` and the providers' rate-limit headers), for dispatch.
     pub capacity: Arc<capacity::Capacity>,
+    /// The live price catalogue (config, pricing file, built-in list).
+    pub prices: Arc<crate::cost::PriceBook>,
+    /// Budget buckets (spent and reserved per budget and period), for `/admin/budgets`.
+    pub money: Arc<crate::ledger::MoneyLedger>,
+    /// The durable spend ledger, for `/admin/spend` and shutdown.
+    pub spend: Option<crate::cost::SpendLedger>,
     /// The runtime that outlives the request threads: finish steps that cannot run on the
     /// request's own task (a dropped stream, a usage estimate) run here.
     pub background: Option<tokio::runtime::Handle>,
@@ -93,6 +99,13 @@ pub struct Answer {
     pub policy_version: Option<u64>,
     /// The tightest token limit that applied, right after admission.
     pub rate_limit: Option<crate::ledger::WindowStatus>,
+    /// `x-switchyard-cost-usd`: the request's cost, `unknown` for an unpriced model; `None`
+    /// for a stream (its usage arrives after the headers).
+    pub cost: Option<String>,
+    /// `x-switchyard-budget`: the budget action and the budget behind it.
+    pub budget: Option<String>,
+    /// `x-switchyard-budget-warning`: a budget past its soft limit.
+    pub budget_warning: Option<String>,
 }
 
 impl Answer {
@@ -107,6 +120,9 @@ impl Answer {
             provider: route.map(|r| r.provider_name.to_string()),
             policy_version: exchange.ctx.policy_version,
             rate_limit: exchange.stages.limits.tightest.as_ref().map(|(_, w)| *w),
+            cost: answer_cost(exchange),
+            budget: exchange.stages.budgets.header(),
+            budget_warning: exchange.stages.budgets.warning.clone(),
         }
     }
 
@@ -151,6 +167,15 @@ impl Answer {
         if let Some(version) = self.policy_version {
             headers.insert("x-switchyard-policy-version", HeaderValue::from(version));
         }
+        for (name, value) in [
+            ("x-switchyard-cost-usd", self.cost),
+            ("x-switchyard-budget", self.budget),
+            ("x-switchyard-budget-warning", self.budget_warning),
+        ] {
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                headers.insert(name, value);
+            }
+        }
         if let Some(window) = self.rate_limit {
             headers.insert("x-ratelimit-limit-tokens", HeaderValue::from(window.limit));
             headers.insert(
@@ -163,6 +188,22 @@ impl Answer {
         }
         response
     }
+}
+
+/// The cost of a whole answer for its header (the tail prices it again for the record, with
+/// the same prices and usage): `0.0` when no target answered.
+fn answer_cost(exchange: &Exchange) -> Option<String> {
+    let Some(route) = exchange.outcome.route.as_ref() else {
+        return Some(crate::cost::Usd::ZERO.to_string());
+    };
+    if exchange.request.stream {
+        return None;
+    }
+    let catalogue = exchange.state.prices.catalogue();
+    Some(match catalogue.price(&route.model.name) {
+        Some(price) => price.cost(&exchange.outcome.usage).to_string(),
+        None => "unknown".to_string(),
+    })
 }
 
 /// A duration as OpenAI writes its `x-ratelimit-reset-*` headers: `20ms`, `1.5s`, `6m0s`.

@@ -12,7 +12,8 @@ use crate::canonical::ChatRequest;
 use crate::config::ModelKind;
 use crate::context::{Endpoint, RequestContext};
 use crate::error::{ErrorCode, ErrorSource, GatewayError};
-use crate::policy::{Decision, LimitSpec, PolicyError, PolicyRequest};
+use crate::policy::{Decision, LimitSpec, PolicyError, PolicyRequest, PolicySet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the policy decided for this request: the plan, and the buckets its `limits` hook
@@ -20,6 +21,10 @@ use std::time::Duration;
 pub struct Decided {
     pub plan: Plan,
     pub limits: Vec<LimitSpec>,
+    /// The policy snapshot the request keeps (the budgets stage calls its `budget` hook).
+    pub policy: Arc<PolicySet>,
+    /// The request map the hooks saw, built once when any hook needs it.
+    pub request: Option<PolicyRequest>,
 }
 
 /// Run the policy's hooks for this request. The request as the policy adjusted it
@@ -31,7 +36,7 @@ pub fn decide(exchange: &mut Exchange) -> Result<Decided, GatewayError> {
     // One pass over the prompt, shared by the policy's `est_input_tokens`, the rate limits
     // and the capacity checks.
     let input_estimate = crate::tokens::quick_estimate_input(&exchange.request);
-    let request = (set.has_route() || set.has_limits()).then(|| {
+    let request = (set.has_route() || set.has_limits() || set.has_budget()).then(|| {
         PolicyRequest::build_with_estimate(&exchange.ctx, &exchange.request, input_estimate)
     });
     let decision = match &request {
@@ -52,12 +57,36 @@ pub fn decide(exchange: &mut Exchange) -> Result<Decided, GatewayError> {
         let request = &mut exchange.request;
         request.max_tokens = Some(request.max_tokens.map_or(cap, |asked| asked.min(cap)));
     }
-    Ok(Decided { plan, limits })
+    Ok(Decided {
+        plan,
+        limits,
+        policy: set,
+        request,
+    })
+}
+
+/// Serve the request with `chain` instead of the plan's targets (a budget's `downgrade`),
+/// keeping the plan's deadlines and retries.
+pub fn downgrade(exchange: &mut Exchange, chain: &[String]) -> Result<(), GatewayError> {
+    let decision = Decision {
+        chain: chain.to_vec(),
+        timeout_ms: None,
+        first_token_ms: None,
+        max_tokens: None,
+        retries: None,
+        policy_version: exchange.ctx.policy_version.unwrap_or_default(),
+    };
+    let state = exchange.state.clone();
+    let plan = plan_for(&state, &exchange.ctx, &exchange.request, Some(&decision))?;
+    if let Some(decided) = exchange.decided.as_mut() {
+        decided.plan.targets = plan.targets;
+    }
+    Ok(())
 }
 
 /// A hook's answer; a refusal refuses the request; a failure is counted and logged, then fails
 /// open (`Ok(None)`: the default behaviour) or closed, as `[policy] on_error` says.
-fn hook_result<T>(
+pub(super) fn hook_result<T>(
     state: &AppState,
     ctx: &RequestContext,
     hook: &str,

@@ -7,23 +7,35 @@
 //! [`Stages::on_request`] and [`Stages::on_finish`], in the documented order.
 //!
 //! Order before dispatch (`on_request`), each may answer early, wait or refuse:
-//! 1. `limits` (`stages/limits.rs`): reserve on every matching rate limit, wait in the fair
+//! 1. `budgets` (`stages/budgets.rs`): price the worst case, let the `budget` hook choose an
+//!    action (downgrade, cap, queue, block), reserve on every matching budget, or refuse
+//!    with 402. Before the limits, so that they reserve for the model and `max_tokens` the
+//!    budget left, in the lane it chose.
+//! 2. `limits` (`stages/limits.rs`): reserve on every matching rate limit, wait in the fair
 //!    queue, or refuse with 429.
 //!
 //! Order in the tail (`on_finish`), after usage is settled and before the log hand-off:
-//! 1. `limits`: settle the reservation to the real usage (refund or charge).
+//! 1. `spend` (`stages/spend.rs`): price the usage and append it to the spend ledger.
+//! 2. `budgets`: settle the worst-case reservation to the real cost.
+//! 3. `limits`: settle the reservation to the real usage (refund or charge).
 //!
 //! A disabled feature is a stage whose hooks return at once, never an `if` elsewhere.
 
+mod budgets;
 mod limits;
+pub mod matcher;
+mod spend;
 
+pub use budgets::{charged_usage, Budgets, BudgetsState};
 pub use limits::{settled_tokens, LimitsState};
+pub use spend::Spend;
 
 use super::exchange::{Exchange, Finished};
 use crate::canonical::ChatResponse;
 use crate::config::Config;
+use crate::cost::{PriceBook, SpendLedger};
 use crate::error::GatewayError;
-use crate::ledger::Admission;
+use crate::ledger::{Admission, MoneyLedger};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
@@ -57,21 +69,43 @@ pub trait Stage: Send + Sync + 'static {
 
 /// Every stage, built once at start.
 pub struct Stages {
+    budgets: Arc<Budgets>,
     limits: limits::Limits,
+    spend: Spend,
 }
 
 /// Every stage's per-request state.
 #[derive(Default)]
 pub struct StageStates {
+    pub budgets: BudgetsState,
     pub limits: LimitsState,
+}
+
+/// The shared state the stages use, built once at start.
+pub struct StageParts {
+    /// Rate-limit admission (ledger and fair queue).
+    pub admission: Arc<Admission>,
+    /// Budget buckets.
+    pub money: Arc<MoneyLedger>,
+    /// The live price catalogue.
+    pub prices: Arc<PriceBook>,
+    /// The durable spend ledger (`None` in tools and tests that run without one).
+    pub spend: Option<SpendLedger>,
 }
 
 impl Stages {
     /// Build the stages from the config and the shared state they use.
-    pub fn new(config: &Config, admission: Arc<Admission>) -> Stages {
+    pub fn new(config: &Config, parts: StageParts) -> Stages {
         Stages {
-            limits: limits::Limits::new(config, admission),
+            budgets: Arc::new(Budgets::new(config, parts.money, parts.prices.clone())),
+            limits: limits::Limits::new(config, parts.admission),
+            spend: Spend::new(parts.prices, parts.spend),
         }
+    }
+
+    /// The budgets stage (its matcher rebuilds budgets from the spend ledger at start).
+    pub fn budgets(&self) -> &Arc<Budgets> {
+        &self.budgets
     }
 
     /// Run each stage's `on_request` in order; an early answer skips the rest and dispatch.
@@ -79,6 +113,9 @@ impl Stages {
         &self,
         exchange: &mut Exchange,
     ) -> Result<Option<Box<ChatResponse>>, GatewayError> {
+        if let Some(answer) = run(&*self.budgets, exchange).await? {
+            return Ok(Some(answer));
+        }
         if let Some(answer) = run(&self.limits, exchange).await? {
             return Ok(Some(answer));
         }
@@ -87,6 +124,8 @@ impl Stages {
 
     /// Run each stage's `on_finish` in order.
     pub fn on_finish(&self, done: &mut Finished) {
+        self.spend.on_finish(done);
+        self.budgets.on_finish(done);
         self.limits.on_finish(done);
     }
 }

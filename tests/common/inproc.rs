@@ -171,6 +171,8 @@ pub struct Scripted {
     name: String,
     script: Mutex<VecDeque<Script>>,
     pub calls: AtomicUsize,
+    /// The `max_tokens` of every call, in arrival order (what the upstream was sent).
+    max_tokens: Mutex<Vec<Option<u32>>>,
 }
 
 impl Scripted {
@@ -179,7 +181,18 @@ impl Scripted {
             name: name.to_string(),
             script: Mutex::new(script.into()),
             calls: AtomicUsize::new(0),
+            max_tokens: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The `max_tokens` each call was sent with, in arrival order.
+    pub fn max_tokens_seen(&self) -> Vec<Option<u32>> {
+        self.max_tokens.lock().unwrap().clone()
+    }
+
+    fn next_for(&self, req: &ChatRequest) -> Script {
+        self.max_tokens.lock().unwrap().push(req.max_tokens);
+        self.next()
     }
 
     fn next(&self) -> Script {
@@ -227,11 +240,15 @@ fn events(deltas: &[&'static str], model: &str) -> Vec<Result<StreamEvent, Gatew
 impl Provider for Scripted {
     fn chat(
         &self,
-        _req: &ChatRequest,
+        req: &ChatRequest,
         upstream_model: &str,
         _headers_deadline: Option<Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, GatewayError>> {
-        let (script, name, model) = (self.next(), self.name.clone(), upstream_model.to_string());
+        let (script, name, model) = (
+            self.next_for(req),
+            self.name.clone(),
+            upstream_model.to_string(),
+        );
         Box::pin(async move {
             let answer = |text: &str, usage| ChatResponse {
                 id: "scripted".into(),
@@ -253,10 +270,14 @@ impl Provider for Scripted {
 
     fn chat_stream(
         &self,
-        _req: &ChatRequest,
+        req: &ChatRequest,
         upstream_model: &str,
     ) -> BoxFuture<'static, Result<EventStream, GatewayError>> {
-        let (script, name, model) = (self.next(), self.name.clone(), upstream_model.to_string());
+        let (script, name, model) = (
+            self.next_for(req),
+            self.name.clone(),
+            upstream_model.to_string(),
+        );
         Box::pin(async move {
             let stream: EventStream = match script {
                 Script::Fail(status) => return Err(fail(&name, status)),

@@ -313,3 +313,22 @@ pub fn hi_tokens() -> u64 {
     };
     switchyard::tokens::quick_estimate_input(&request)
 }
+
+/// `[[keys]]` for users bob (`sk-bob`, no team) and carol (`sk-carol`, team `sales`); alice
+/// is the preamble's [`KEY`] (team `support`, tier `pro`).
+pub fn users() -> String {
+    format!(
+        "\n[[keys]]\nid = \"bob-key\"\nkey_sha256 = \"{}\"\nuser = \"bob\"\n\n[[keys]]\nid = \"carol-key\"\nkey_sha256 = \"{}\"\nuser = \"carol\"\nteam = \"sales\"\n",
+        sha256_hex("sk-bob"),
+        sha256_hex("sk-carol"),
+    )
+}
+
+/// The gateway key of a user of [`users`].
+pub fn key_of(user: &str) -> &'static str {
+    match user {
+        "alice" => KEY,
+        "bob" => "sk-bob",
+        _ => "sk-carol",
+    }
+}

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::matcher::{Matcher, RequestFacts};
 use super::{Flow, Stage};
 use crate::config::{Config, LimitRule, Priority};
 use crate::context::{Endpoint, RequestContext};
@@ -42,84 +43,20 @@ pub struct LimitsState {
 /// One `[[limits]]` rule, prepared once.
 struct Rule {
     name: String,
-    fields: Vec<(Field, MatchValue)>,
+    matcher: Matcher,
     limit: Limit,
     queue: Duration,
     priority: Priority,
 }
 
-#[derive(Clone, Copy)]
-enum Field {
-    User,
-    Team,
-    Tier,
-    Feature,
-    Model,
-    Key,
-}
-
-impl Field {
-    fn as_str(self) -> &'static str {
-        match self {
-            Field::User => "user",
-            Field::Team => "team",
-            Field::Tier => "tier",
-            Field::Feature => "feature",
-            Field::Model => "model",
-            Field::Key => "key",
-        }
-    }
-
-    fn value<'a>(self, ctx: &'a RequestContext, model: &'a str) -> Option<&'a str> {
-        let principal = ctx.principal.as_ref();
-        match self {
-            Field::User => principal.map(|p| p.user.as_str()),
-            Field::Team => principal.and_then(|p| p.team.as_deref()),
-            Field::Tier => principal.and_then(|p| p.tier.as_deref()),
-            Field::Feature => ctx.feature.as_deref(),
-            Field::Model => Some(model),
-            Field::Key => principal.map(|p| p.key_id.as_str()),
-        }
-    }
-}
-
-enum MatchValue {
-    /// `"*"`: any value, one bucket per value.
-    Each,
-    /// Exactly this value.
-    Is(String),
-}
-
 impl Rule {
     fn new(index: usize, rule: &LimitRule) -> Rule {
-        let m = &rule.matcher;
-        let fields = [
-            (Field::User, &m.user),
-            (Field::Team, &m.team),
-            (Field::Tier, &m.tier),
-            (Field::Feature, &m.feature),
-            (Field::Model, &m.model),
-            (Field::Key, &m.key),
-        ]
-        .into_iter()
-        .filter_map(|(field, value)| {
-            let value = value.as_deref()?;
-            Some((
-                field,
-                if value == "*" {
-                    MatchValue::Each
-                } else {
-                    MatchValue::Is(value.to_string())
-                },
-            ))
-        })
-        .collect();
         Rule {
             name: rule
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("limits[{index}]")),
-            fields,
+            matcher: Matcher::new(&rule.matcher),
             limit: Limit {
                 tokens_per_minute: rule.tokens_per_minute,
                 requests_per_minute: rule.requests_per_minute,
@@ -132,22 +69,9 @@ impl Rule {
         }
     }
 
-    /// The bucket this request counts against under this rule, if it matches:
-    /// `name:field=value…` over the rule's fields.
+    /// The bucket this request counts against under this rule, if it matches.
     fn bucket(&self, ctx: &RequestContext, model: &str) -> Option<BucketLimit> {
-        let mut key = self.name.clone();
-        for (field, wanted) in &self.fields {
-            let value = field.value(ctx, model)?;
-            if let MatchValue::Is(wanted) = wanted {
-                if wanted != value {
-                    return None;
-                }
-            }
-            key.push(':');
-            key.push_str(field.as_str());
-            key.push('=');
-            key.push_str(value);
-        }
+        let key = self.matcher.key(&self.name, &RequestFacts { ctx, model })?;
         Some(BucketLimit::new(key, self.limit))
     }
 }
@@ -228,7 +152,9 @@ impl Stage for Limits {
                     .find_map(|s| s.owner.as_deref())
                     .unwrap_or(user),
             ),
-            priority: if specs.iter().any(|s| s.priority == Priority::Batch) {
+            priority: if exchange.stages.budgets.batch_lane
+                || specs.iter().any(|s| s.priority == Priority::Batch)
+            {
                 Priority::Batch
             } else {
                 Priority::Interactive

@@ -408,3 +408,40 @@ async fn spend_reports_group_by_user_and_model_and_match_the_sum_of_the_records_
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policys_queue_action_sends_the_request_to_the_batch_lane_and_says_so() {
+    let policy = r#"
+fn budget(req, spend) {
+    if spend.budgets.len() > 0 && spend.budgets[0].pct >= 50.0 {
+        return #{ action: "queue", lane: "batch" };
+    }
+    #{ action: "allow" }
+}
+"#;
+    let extra = format!(
+        "{}\n[[limits]]\nname = \"per-user\"\nmatch = {{ user = \"*\" }}\nrequests_per_minute = 1000\n",
+        budget("user-daily", "user = \"*\"", 100, 80)
+    );
+    let (gw, _) = gateway(&extra, Some(policy)).await;
+    for _ in 0..3 {
+        let response = send(&gw, "alice", "queue", &hi("m1")).await;
+        assert_eq!(header(&response, "x-switchyard-budget"), None);
+    }
+    let queued = send(&gw, "alice", "queue", &hi("m1")).await;
+    assert_eq!(
+        queued.status(),
+        200,
+        "the batch lane still serves when there is room"
+    );
+    assert_eq!(
+        header(&queued, "x-switchyard-budget").as_deref(),
+        Some("queue; budget=user-daily:user=alice")
+    );
+    let records = gw.wait_records("queue", 4).await;
+    let actions: Vec<&Value> = records.iter().map(|r| &r["budget"]["action"]).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "queue").count(), 1);
+    assert!(records
+        .iter()
+        .all(|r| r["limits"]["applied"][0] == "per-user:user=alice"));
+}

@@ -129,14 +129,20 @@ impl Budgets {
         self.matching(facts).into_iter().map(|m| m.limit).collect()
     }
 
-    /// The most this request can cost on its plan: the dearest target's worst case (input
-    /// estimate + output allowance). `None` when a target has no price.
-    fn worst_case(&self, exchange: &Exchange) -> Option<Usd> {
-        let plan = &exchange.decided.as_ref()?.plan;
+    /// The most this request can cost on its plan: the dearest priced target's worst case
+    /// (input estimate + output allowance). A target without a price adds nothing (its cost
+    /// cannot be known; `[cost] unpriced = "block"` removes it from the plan first).
+    fn worst_case(&self, exchange: &Exchange) -> Usd {
+        let Some(decided) = exchange.decided.as_ref() else {
+            return Usd::ZERO;
+        };
+        let plan = &decided.plan;
         let catalogue = self.prices.catalogue();
         let mut worst = Usd::ZERO;
         for route in &plan.targets {
-            let price = catalogue.price(&route.model.name)?;
+            let Some(price) = catalogue.price(&route.model.name) else {
+                continue;
+            };
             let output = match exchange.ctx.endpoint {
                 Endpoint::Embeddings => 0,
                 Endpoint::Chat => output_allowance(
@@ -147,7 +153,32 @@ impl Budgets {
             };
             worst = worst.max(price.worst_case(plan.input_estimate, output));
         }
-        Some(worst)
+        worst
+    }
+
+    /// `[cost] unpriced = "block"`: take the targets without a price out of the plan; refuse
+    /// the request when none is left.
+    fn drop_unpriced(&self, exchange: &mut Exchange) -> Result<(), GatewayError> {
+        let catalogue = self.prices.catalogue();
+        let Some(decided) = exchange.decided.as_mut() else {
+            return Ok(());
+        };
+        let targets = &mut decided.plan.targets;
+        let first_unpriced = targets
+            .iter()
+            .find(|r| catalogue.price(&r.model.name).is_none())
+            .map(|r| r.model.name.clone());
+        targets.retain(|r| catalogue.price(&r.model.name).is_some());
+        match first_unpriced {
+            Some(model) if targets.is_empty() => Err(GatewayError::new(
+                ErrorSource::Policy,
+                ErrorCode::BudgetExceeded,
+                format!(
+                    "model `{model}` has no price and unpriced models are blocked ([cost] unpriced = \"block\")"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The action without a hook: block when the worst case passes a hard limit, else allow.
@@ -226,17 +257,10 @@ impl Stage for Budgets {
             return Ok(Flow::Continue);
         }
         let now_ms = exchange.ctx.started_at.timestamp_millis();
-        let mut worst = self.worst_case(exchange);
-        if worst.is_none() && self.unpriced == Unpriced::Block {
-            let unpriced = unpriced_target(exchange, &self.prices).unwrap_or_default();
-            return Err(GatewayError::new(
-                ErrorSource::Policy,
-                ErrorCode::BudgetExceeded,
-                format!(
-                    "model `{unpriced}` has no price and unpriced models are blocked ([cost] unpriced = \"block\")"
-                ),
-            ));
+        if self.unpriced == Unpriced::Block {
+            self.drop_unpriced(exchange)?;
         }
+        let mut worst = self.worst_case(exchange);
         let matched = self.matching(&RequestFacts {
             ctx: &exchange.ctx,
             model: &exchange.request.model,
@@ -256,19 +280,16 @@ impl Stage for Budgets {
         let action = match exchange.decided.as_ref().filter(|_| has_hook) {
             Some(decided) => {
                 let views: Vec<BudgetView> = statuses.iter().map(|(s, _)| view(s)).collect();
-                let spend = crate::policy::budget::spend_to_dynamic(
-                    &views,
-                    worst.unwrap_or_default().dollars(),
-                );
+                let spend = crate::policy::budget::spend_to_dynamic(&views, worst.dollars());
                 let result = match &decided.request {
                     Some(req) => decided.policy.budget(req, spend),
                     None => Ok(BudgetAction::Allow),
                 };
                 let state = exchange.state.clone();
                 crate::pipeline::policy::hook_result(&state, &exchange.ctx, "budget", result)?
-                    .unwrap_or_else(|| Self::default_action(&statuses, worst.unwrap_or_default()))
+                    .unwrap_or_else(|| Self::default_action(&statuses, worst))
             }
-            None => Self::default_action(&statuses, worst.unwrap_or_default()),
+            None => Self::default_action(&statuses, worst),
         };
         let tightest = statuses.first().map(|(s, _)| s.key.to_string());
         let acted_on = tightest.clone().unwrap_or_else(|| "(hook)".to_string());
@@ -276,6 +297,9 @@ impl Stage for Budgets {
             BudgetAction::Allow => {}
             BudgetAction::Downgrade(chain) => {
                 crate::pipeline::policy::downgrade(exchange, chain)?;
+                if self.unpriced == Unpriced::Block {
+                    self.drop_unpriced(exchange)?;
+                }
                 worst = self.worst_case(exchange);
             }
             BudgetAction::Cap(cap) => {
@@ -309,7 +333,7 @@ impl Stage for Budgets {
         if limits.is_empty() {
             return Ok(Flow::Continue);
         }
-        let amount = worst.unwrap_or_default();
+        let amount = worst;
         match self.ledger.reserve(&limits, amount, !has_hook, now_ms) {
             Ok(reservation) => {
                 state.reserved = amount;
@@ -338,19 +362,6 @@ impl Stage for Budgets {
         self.ledger
             .settle(reservation, cost, chrono::Utc::now().timestamp_millis());
     }
-}
-
-/// The first target of the plan without a price.
-fn unpriced_target(exchange: &Exchange, prices: &PriceBook) -> Option<String> {
-    let catalogue = prices.catalogue();
-    exchange
-        .decided
-        .as_ref()?
-        .plan
-        .targets
-        .iter()
-        .find(|r| catalogue.price(&r.model.name).is_none())
-        .map(|r| r.model.name.clone())
 }
 
 /// The usage to charge: the provider's, and for a response cut short (no finish reason: the

@@ -5,6 +5,7 @@
 //! naming the file, the field path and the reason.
 
 mod budgets;
+mod cache;
 mod cost;
 mod dispatch;
 mod keys;
@@ -16,6 +17,7 @@ mod providers;
 mod server;
 
 pub use budgets::{BudgetPeriod, BudgetRule};
+pub use cache::{CacheConfig, CacheScope};
 pub use cost::{CostConfig, Unpriced};
 pub use dispatch::DispatchConfig;
 pub use keys::KeyConfig;
@@ -82,6 +84,9 @@ pub struct Config {
     /// Prices, the spend ledger and what an unpriced model does.
     #[serde(default)]
     pub cost: CostConfig,
+    /// The response cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// The file this was read from (for messages and relative paths); not a TOML field.
     #[serde(skip)]
     pub source: PathBuf,
@@ -277,6 +282,9 @@ impl Config {
             problem(field, reason);
         }
         for (field, reason) in self.cost.problems() {
+            problem(field, reason);
+        }
+        for (field, reason) in self.cache.problems() {
             problem(field, reason);
         }
 

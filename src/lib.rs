@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod config;
 pub mod context;
 pub mod cost;
+mod crc32;
 pub mod dialect;
 pub mod error;
 pub mod http;

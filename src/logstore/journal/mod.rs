@@ -13,6 +13,7 @@
 //! which the next writer truncates away before appending.
 
 use super::LogError;
+use crate::crc32::{crc32, crc32_update};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
@@ -58,42 +59,6 @@ pub struct JournalEntry {
     pub next: Position,
     /// The record's JSON.
     pub payload: Vec<u8>,
-}
-
-const CRC_TABLE: [u32; 256] = crc_table();
-
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-}
-
-/// Continue a CRC-32 (IEEE) over more bytes; start with `0`.
-pub fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
-    let mut crc = !crc;
-    for &byte in bytes {
-        crc = CRC_TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
-
-/// CRC-32 (IEEE, as in zlib) of `bytes`.
-pub fn crc32(bytes: &[u8]) -> u32 {
-    crc32_update(0, bytes)
 }
 
 fn frame_crc(seq: u64, payload: &[u8]) -> u32 {

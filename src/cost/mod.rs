@@ -4,5 +4,6 @@
 //! pipeline or a provider.
 
 mod money;
+pub mod period;
 
 pub use money::{PricePerToken, Usd, NANOS_PER_USD};

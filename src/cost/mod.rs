@@ -5,5 +5,10 @@
 
 mod money;
 pub mod period;
+mod spend;
 
 pub use money::{PricePerToken, Usd, NANOS_PER_USD};
+pub use spend::{
+    Dimension, SpendError, SpendEvent, SpendInterval, SpendLedger, SpendLimits, SpendQuery,
+    SpendReport, SpendRow, SpendStats, SpendUsage,
+};

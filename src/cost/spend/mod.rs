@@ -46,6 +46,7 @@ pub use report::{SpendInterval, SpendQuery, SpendReport, SpendRow, MAX_REPORT_RO
 use crate::config::BudgetPeriod;
 use crate::config::CostConfig;
 use crate::cost::Usd;
+use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use aggregate::Aggregates;
 use journal::Snapshot;
 use recovery::{check_writable, delete_before, replay_at_open, retention_cutoff};
@@ -86,7 +87,8 @@ pub enum SpendError {
 }
 
 impl SpendError {
-    /// The HTTP status: 400 for a bad or too broad query, else 500.
+    /// The HTTP status: 400 for a bad or too broad query, else 500 (as the
+    /// [`GatewayError`] it converts into).
     pub fn status(&self) -> u16 {
         match self {
             SpendError::BadQuery(_) | SpendError::TooManyRows { .. } => 400,
@@ -98,6 +100,21 @@ impl SpendError {
         SpendError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+impl From<SpendError> for GatewayError {
+    /// A bad or too broad report query is the client's (400, message kept); anything else
+    /// is an internal fault whose details stay in the log (log the `SpendError` first).
+    fn from(err: SpendError) -> GatewayError {
+        match err {
+            SpendError::BadQuery(_) | SpendError::TooManyRows { .. } => GatewayError::new(
+                ErrorSource::Client,
+                ErrorCode::InvalidRequest,
+                err.to_string(),
+            ),
+            _ => GatewayError::internal("spend ledger error"),
         }
     }
 }

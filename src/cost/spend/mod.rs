@@ -50,7 +50,7 @@ use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use aggregate::Aggregates;
 use journal::Snapshot;
 use recovery::{check_writable, delete_before, replay_at_open, retention_cutoff};
-use writer::{Writer, WriterMsg};
+use writer::{block_on, Writer, WriterMsg};
 
 /// What can go wrong with the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -590,32 +590,5 @@ impl Drop for Inner {
                 let _ = thread.join();
             }
         }
-    }
-}
-
-/// Wakes a parked thread.
-struct ThreadWaker(std::thread::Thread);
-
-impl std::task::Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs a future to completion on this thread, parking between polls. Works inside and
-/// outside a runtime; only for futures served by another thread (the writer's).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let waker = std::task::Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut context = std::task::Context::from_waker(&waker);
-    loop {
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
     }
 }

@@ -138,7 +138,7 @@ pub async fn spend(state: &AppState, query: &str) -> Result<Response<Body>, Gate
     let report = ledger
         .report(spend_query)
         .await
-        .map_err(|err| GatewayError::invalid("query", err.to_string()))?;
+        .map_err(GatewayError::from)?;
     if csv {
         let mut response = Response::new(full(report.to_csv()));
         response.headers_mut().insert(

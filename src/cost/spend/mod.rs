@@ -24,13 +24,13 @@
 mod aggregate;
 mod event;
 mod journal;
+mod recovery;
 mod report;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -46,9 +46,11 @@ pub use report::{SpendInterval, SpendQuery, SpendReport, SpendRow, MAX_REPORT_RO
 use crate::config::BudgetPeriod;
 use crate::config::CostConfig;
 use crate::cost::Usd;
+use crate::error::{ErrorCode, ErrorSource, GatewayError};
 use aggregate::Aggregates;
 use journal::Snapshot;
-use writer::{Writer, WriterMsg};
+use recovery::{check_writable, delete_before, replay_at_open, retention_cutoff};
+use writer::{block_on, Writer, WriterMsg};
 
 /// What can go wrong with the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +87,8 @@ pub enum SpendError {
 }
 
 impl SpendError {
-    /// The HTTP status: 400 for a bad or too broad query, else 500.
+    /// The HTTP status: 400 for a bad or too broad query, else 500 (as the
+    /// [`GatewayError`] it converts into).
     pub fn status(&self) -> u16 {
         match self {
             SpendError::BadQuery(_) | SpendError::TooManyRows { .. } => 400,
@@ -97,6 +100,21 @@ impl SpendError {
         SpendError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+impl From<SpendError> for GatewayError {
+    /// A bad or too broad report query is the client's (400, message kept); anything else
+    /// is an internal fault whose details stay in the log (log the `SpendError` first).
+    fn from(err: SpendError) -> GatewayError {
+        match err {
+            SpendError::BadQuery(_) | SpendError::TooManyRows { .. } => GatewayError::new(
+                ErrorSource::Client,
+                ErrorCode::InvalidRequest,
+                err.to_string(),
+            ),
+            _ => GatewayError::internal("spend ledger error"),
         }
     }
 }
@@ -462,8 +480,27 @@ impl SpendLedger {
     /// Deletes the files of UTC days more than `retention_days` before `now_ms`'s day
     /// (none when `retention_days` is 0), taking their events out of the `Total` sums.
     /// Blocking; returns how many files were deleted.
+    ///
+    /// The writer first closes its handles on those days, so that a late event for one is
+    /// written to a new file rather than to the deleted one.
     pub fn run_retention(&self, now_ms: i64) -> Result<usize, SpendError> {
         let cutoff = retention_cutoff(now_ms, self.inner.retention_days);
+        if cutoff == i64::MIN {
+            return Ok(0);
+        }
+        let (reply, closed) = oneshot::channel();
+        let close = async {
+            if self
+                .inner
+                .tx
+                .send(WriterMsg::CloseBefore(cutoff, reply))
+                .await
+                .is_ok()
+            {
+                let _ = closed.await;
+            }
+        };
+        block_on(tokio::task::unconstrained(close));
         delete_before(&self.inner.dir, cutoff, Some(&self.inner.aggregates))
     }
 
@@ -510,8 +547,10 @@ impl SpendLedger {
     }
 
     /// Stops recording, writes and fsyncs what is queued, and stops the writer; waits until
-    /// it has. Idempotent. Events recorded afterwards are dropped and counted. Dropping the
-    /// last handle does the same without waiting for room in a full channel.
+    /// it has. Idempotent. While writes fail, the writer makes one last attempt; what is
+    /// still not durable then is lost, counted in `dropped` and logged. Events recorded
+    /// afterwards are dropped and counted too. Dropping the last handle does the same,
+    /// best effort: it waits for the writer unless the channel is full.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         let _ = self.inner.tx.send(WriterMsg::Shutdown).await;
@@ -551,146 +590,5 @@ impl Drop for Inner {
                 let _ = thread.join();
             }
         }
-    }
-}
-
-/// The first UTC day kept when `retention_days` are kept before `now_ms`'s day
-/// (`i64::MIN`: keep everything).
-fn retention_cutoff(now_ms: i64, retention_days: u32) -> i64 {
-    if retention_days == 0 {
-        i64::MIN
-    } else {
-        journal::utc_day(now_ms) - i64::from(retention_days)
-    }
-}
-
-/// Deletes the files of days before `cutoff`, first taking their events out of the total
-/// sums when given. Returns how many were deleted.
-fn delete_before(
-    dir: &Path,
-    cutoff: i64,
-    aggregates: Option<&RwLock<Aggregates>>,
-) -> Result<usize, SpendError> {
-    let mut deleted = 0;
-    for (day, path) in journal::list_files(dir)? {
-        if day >= cutoff {
-            break;
-        }
-        if let Some(aggregates) = aggregates {
-            let mut sums: HashMap<(Dimension, String), SpendUsage> = HashMap::new();
-            journal::scan_file(&path, None, &mut |event| {
-                for dim in Dimension::ALL {
-                    if let Some(value) = event.value(dim) {
-                        sums.entry((dim, value.to_owned())).or_default().add(&event);
-                    }
-                }
-                true
-            })?;
-            aggregates
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .subtract_total(&sums);
-        }
-        match std::fs::remove_file(&path) {
-            Ok(()) => deleted += 1,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(SpendError::io(&path, err)),
-        }
-    }
-    if deleted > 0 {
-        journal::sync_dir(dir).map_err(|err| SpendError::io(dir, err))?;
-        tracing::info!(dir = %dir.display(), files = deleted, "spend ledger retention deleted files");
-    }
-    Ok(deleted)
-}
-
-/// Replays every file into `aggregates`: the newest file's torn tail is cut, damaged frames
-/// elsewhere are skipped and counted (an older file's torn tail is cut only if the writer
-/// appends to it). Returns the events replayed and each file's durable end for the writer.
-fn replay_at_open(
-    dir: &Path,
-    shared: &Shared,
-    aggregates: &mut Aggregates,
-) -> Result<(u64, HashMap<i64, u64>), SpendError> {
-    let files = journal::list_files(dir)?;
-    let newest = files.last().map(|(day, _)| *day);
-    let mut replayed = 0;
-    let mut known_ends = HashMap::new();
-    for (day, path) in &files {
-        let scan = journal::scan_file(path, None, &mut |mut event| {
-            event.normalize();
-            aggregates.add(&event);
-            true
-        })?;
-        replayed += scan.events;
-        let mut corrupt = scan.corrupt;
-        match scan.torn_tail {
-            Some(from) if Some(*day) == newest => {
-                let len = std::fs::metadata(path)
-                    .map_err(|err| SpendError::io(path, err))?
-                    .len();
-                tracing::warn!(
-                    path = %path.display(),
-                    valid_end = from,
-                    file_len = len,
-                    "spend ledger has a torn tail; truncating it"
-                );
-                journal::truncate_file(path, from)?;
-                shared
-                    .truncated_bytes
-                    .fetch_add(len.saturating_sub(from), Ordering::Relaxed);
-                known_ends.insert(*day, from);
-            }
-            Some(_) => {
-                corrupt += 1;
-                known_ends.insert(*day, scan.valid_end);
-            }
-            None => {
-                known_ends.insert(*day, scan.valid_end);
-            }
-        }
-        if corrupt > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                corrupt,
-                "spend ledger file has damaged frames; they are skipped"
-            );
-            shared.corrupt_frames.fetch_add(corrupt, Ordering::Relaxed);
-        }
-    }
-    Ok((replayed, known_ends))
-}
-
-/// Fails when files cannot be created in `dir`.
-fn check_writable(dir: &Path) -> Result<(), SpendError> {
-    let probe = dir.join(".write-probe");
-    std::fs::File::create(&probe).map_err(|err| SpendError::io(&probe, err))?;
-    std::fs::remove_file(&probe).map_err(|err| SpendError::io(&probe, err))
-}
-
-/// Wakes a parked thread.
-struct ThreadWaker(std::thread::Thread);
-
-impl std::task::Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs a future to completion on this thread, parking between polls. Works inside and
-/// outside a runtime; only for futures served by another thread (the writer's).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let waker = std::task::Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut context = std::task::Context::from_waker(&waker);
-    loop {
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
     }
 }

@@ -39,6 +39,9 @@ pub(crate) enum WriterMsg {
     Flush(oneshot::Sender<Result<(), SpendError>>),
     /// Answer with what is not durable yet (for a scan that must see it).
     Snapshot(oneshot::Sender<Snapshot>),
+    /// Close the handles of days before this UTC day (retention is about to delete their
+    /// files), then answer.
+    CloseBefore(i64, oneshot::Sender<()>),
     /// Append what is queued, fsync, and stop.
     Shutdown,
     /// Stop at once without writing or fsyncing (a simulated crash).
@@ -288,6 +291,12 @@ impl Writer {
                 Some(WriterMsg::Snapshot(reply)) => {
                     let _ = reply.send(self.snapshot());
                 }
+                Some(WriterMsg::CloseBefore(day, reply)) => {
+                    for file in self.files.range_mut(..day).map(|(_, file)| file) {
+                        file.file = None;
+                    }
+                    let _ = reply.send(());
+                }
                 Some(WriterMsg::Shutdown) | None => {
                     self.rx.close();
                     self.drain_and_stop();
@@ -364,6 +373,7 @@ impl Writer {
             // Write early (no fsync); a failure is handled and retried at the next sync.
             if file.write_unwritten(&self.shared).is_err() {
                 file.failed();
+                self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -445,5 +455,32 @@ impl Writer {
                 (day, pending)
             })
             .collect()
+    }
+}
+
+/// Wakes a parked thread.
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs a future to completion on this thread, parking between polls. Works inside and
+/// outside a runtime; only for futures served by another thread (the writer's).
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
     }
 }

@@ -157,6 +157,8 @@ async fn a_report_past_the_row_bound_fails_and_asks_to_narrow_the_query() {
     assert!(matches!(err, SpendError::TooManyRows { max: 3 }), "{err}");
     assert!(err.to_string().contains("narrow"));
     assert_eq!(err.status(), 400);
+    let gateway = crate::error::GatewayError::from(err);
+    assert_eq!(gateway.status(), 400);
     let ok = ledger
         .report(query(
             0,

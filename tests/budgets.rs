@@ -9,7 +9,7 @@
 mod common;
 
 use common::inproc::{config, start, swap, Gated, InProc, Script, Scripted};
-use common::{client, key_of, users};
+use common::{client, users};
 use serde_json::{json, Value};
 use std::time::Duration;
 use switchyard::logstore::SearchParams;
@@ -28,26 +28,11 @@ fn hi(model: &str) -> Value {
 }
 
 async fn send(gw: &InProc, user: &str, feature: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key_of(user))
-        .header("x-switchyard-feature", feature)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    common::chat_as(&gw.url("/v1/chat/completions"), user, feature, body).await
 }
 
 async fn send_anthropic(gw: &InProc, user: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", key_of(user))
-        .header("x-switchyard-feature", "chat")
-        .header("anthropic-version", "2023-06-01")
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    common::messages_as(&gw.url("/v1/messages"), user, "chat", body).await
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
@@ -255,15 +240,7 @@ async fn with_team_and_user_budgets_the_tighter_one_acts_and_is_named() {
     assert_eq!(send(&gw, "bob", "tu", &hi("m1")).await.status(), 200);
 
     // `/admin/budgets` shows both, with spent, reserved and remaining.
-    let listed: Value = client()
-        .get(gw.url("/admin/budgets"))
-        .bearer_auth(common::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = common::admin_json(&gw.url("/admin/budgets")).await;
     let team = &listed["budgets"][0];
     assert_eq!(team["name"], "team-daily");
     assert_eq!(team["buckets"][0]["key"], "team-daily:team=sales");
@@ -320,15 +297,7 @@ async fn fifty_simultaneous_requests_against_a_budget_that_fits_ten_serve_exactl
     assert_eq!(statuses.iter().filter(|s| **s == 402).count(), 40);
     // Settled to the real cost: 10 × $0.000020 spent, nothing reserved.
     gw.settle_log().await;
-    let listed: Value = client()
-        .get(gw.url("/admin/budgets"))
-        .bearer_auth(common::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = common::admin_json(&gw.url("/admin/budgets")).await;
     let bucket = &listed["budgets"][0]["buckets"][0];
     assert_eq!(bucket["spent_usd"], usd(10 * REAL_MICROS));
     assert_eq!(bucket["reserved_usd"], "0.0");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{client, gateway, gateway_in, Gateway, ADMIN_KEY, KEY};
+use common::{client, gateway, gateway_in, Gateway, KEY};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -54,15 +54,7 @@ async fn ask(gw: &Gateway) -> u16 {
 
 /// alice's bucket of the budget, as `/admin/budgets` shows it.
 async fn bucket(gw: &Gateway) -> Value {
-    let listed: Value = client()
-        .get(gw.url("/admin/budgets"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = common::admin_json(&gw.url("/admin/budgets")).await;
     listed["budgets"][0]["buckets"][0].clone()
 }
 
@@ -112,15 +104,7 @@ async fn spend_survives_sigkill_and_sigterm_and_the_budget_keeps_blocking() {
     assert_eq!(ask(&gw).await, 402, "still blocked after SIGTERM");
 
     // The ledger is the spend report's source too.
-    let report: Value = client()
-        .get(gw.url("/admin/spend?group_by=user"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = common::admin_json(&gw.url("/admin/spend?group_by=user")).await;
     assert_eq!(report["totals"]["requests"], served);
     assert_eq!(report["totals"]["cost_usd"], spent);
 }

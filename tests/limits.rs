@@ -21,14 +21,7 @@ async fn send(
     feature: &str,
     body: &Value,
 ) -> reqwest::Response {
-    client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key_of(user))
-        .header("x-switchyard-feature", feature)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    common::chat_as(&gw.url("/v1/chat/completions"), user, feature, body).await
 }
 
 async fn send_anthropic(

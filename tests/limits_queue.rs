@@ -30,15 +30,13 @@ fn ask(prompt: &str) -> Value {
     json!({ "model": "m1", "max_tokens": 16, "messages": [{ "role": "user", "content": prompt }] })
 }
 
-async fn send(gw: &InProc, user: &str, feature: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key_of(user))
-        .header("x-switchyard-feature", feature)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+async fn send(
+    gw: &common::inproc::InProc,
+    user: &str,
+    feature: &str,
+    body: &Value,
+) -> reqwest::Response {
+    common::chat_as(&gw.url("/v1/chat/completions"), user, feature, body).await
 }
 
 /// Send in the background (the request may wait in the queue); the response when it answers.

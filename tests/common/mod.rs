@@ -332,3 +332,51 @@ pub fn key_of(user: &str) -> &'static str {
         _ => "sk-carol",
     }
 }
+
+/// POST an OpenAI chat body as `user` of [`users`], tagged with `feature`.
+pub async fn chat_as(
+    url: &str,
+    user: &str,
+    feature: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    client()
+        .post(url)
+        .bearer_auth(key_of(user))
+        .header("x-switchyard-feature", feature)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// POST an Anthropic messages body as `user` of [`users`], tagged with `feature`.
+pub async fn messages_as(
+    url: &str,
+    user: &str,
+    feature: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    client()
+        .post(url)
+        .header("x-api-key", key_of(user))
+        .header("anthropic-version", "2023-06-01")
+        .header("x-switchyard-feature", feature)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GET an admin URL with the admin key; the JSON answer.
+pub async fn admin_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

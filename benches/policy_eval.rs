@@ -132,6 +132,8 @@ fn request(feature: &str) -> PolicyRequest {
         model: "gpt-4o".into(),
         stream: true,
         max_tokens: Some(512),
+        temperature: None,
+        tools: Vec::new(),
         messages,
         prompt_text,
         est_input_tokens: 260,

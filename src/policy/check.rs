@@ -1,13 +1,14 @@
 //! The self-check a set must pass before it is put in force: every defined hook is called
 //! on built-in sample requests (short and long inputs; tiers free/pro/enterprise/none;
-//! features chat/batch/none; streaming and not) and must not fail at run time. `route` must
-//! return a valid decision naming only known models; `throw` refusals are allowed.
+//! features chat/batch/none; streaming and not; temperature absent, 0 and 0.7; with and
+//! without tools) and must not fail at run time or return a bad shape. `route` must return
+//! a valid decision naming only known models; `throw` refusals are allowed.
 
 use super::budget::{spend_to_dynamic, BudgetView};
 use super::decision::PolicyRequest;
 use super::set::{HookFailure, PolicySet};
 use super::PolicyError;
-use crate::canonical::{ChatRequest, Message, Role};
+use crate::canonical::{ChatRequest, Message, Role, Tool};
 use crate::context::{Endpoint, Principal, RequestContext};
 use crate::error::Dialect;
 use std::collections::{BTreeMap, HashSet};
@@ -40,10 +41,23 @@ pub fn sample_requests(models: &[String]) -> Vec<(String, PolicyRequest)> {
                         metadata.insert("feature".to_string(), feature.to_string());
                         headers.insert("x-switchyard-feature".to_string(), feature.to_string());
                     }
+                    let temperature = match index % 3 {
+                        0 => None,
+                        1 => Some(0.0),
+                        _ => Some(0.7),
+                    };
+                    let tools = if index % 4 == 1 {
+                        vec![sample_tool()]
+                    } else {
+                        Vec::new()
+                    };
                     let label = format!(
-                        "model={model} tier={} feature={} input={size} stream={stream}",
+                        "model={model} tier={} feature={} input={size} stream={stream} \
+                         temperature={} tools={}",
                         if tier.is_empty() { "none" } else { tier },
                         if feature.is_empty() { "none" } else { feature },
+                        temperature.map_or("none".to_string(), |t: f64| t.to_string()),
+                        tools.len(),
                     );
                     let request = ChatRequest {
                         model,
@@ -53,6 +67,8 @@ pub fn sample_requests(models: &[String]) -> Vec<(String, PolicyRequest)> {
                         ],
                         stream,
                         max_tokens: (index % 2 == 0).then_some(512),
+                        temperature,
+                        tools,
                         metadata,
                         ..ChatRequest::default()
                     };
@@ -73,6 +89,19 @@ pub fn sample_requests(models: &[String]) -> Vec<(String, PolicyRequest)> {
         }
     }
     samples
+}
+
+/// The tool some sample requests offer.
+fn sample_tool() -> Tool {
+    Tool {
+        name: "get_weather".to_string(),
+        description: Some("Current weather in a city.".to_string()),
+        parameters: serde_json::json!({
+            "type": "object",
+            "properties": { "city": { "type": "string" } },
+            "required": ["city"],
+        }),
+    }
 }
 
 /// Texts the `redact` hook is checked on.
@@ -131,11 +160,12 @@ impl PolicySet {
             .unwrap_or_default();
         asked.sort();
         let mut calls = 0;
-        let samples = if self.has_route() || self.has_limits() || self.has_budget() {
-            sample_requests(&asked)
-        } else {
-            Vec::new()
-        };
+        let samples =
+            if self.has_route() || self.has_limits() || self.has_budget() || self.has_cache() {
+                sample_requests(&asked)
+            } else {
+                Vec::new()
+            };
         for (label, req) in &samples {
             if self.has_route() {
                 calls += 1;
@@ -170,6 +200,13 @@ impl PolicySet {
                 match self.limits_hook(req) {
                     Ok(_) | Err(HookFailure::Refused { .. }) => {}
                     Err(failure) => return Err(failed("limits", label, failure)),
+                }
+            }
+            if self.has_cache() {
+                calls += 1;
+                match self.cache_hook(req) {
+                    Ok(_) | Err(HookFailure::Refused { .. }) => {}
+                    Err(failure) => return Err(failed("cache", label, failure)),
                 }
             }
             if self.has_budget() {
@@ -229,7 +266,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn samples_cover_tiers_features_sizes_and_streaming() {
+    fn samples_cover_tiers_features_sizes_streaming_temperatures_and_tools() {
         let samples = sample_requests(&["a".to_string(), "b".to_string()]);
         assert_eq!(samples.len(), 48);
         for tier in ["free", "pro", "enterprise"] {
@@ -245,6 +282,11 @@ mod tests {
         assert!(samples.iter().any(|(_, r)| r.est_input_tokens < 100));
         assert!(samples.iter().any(|(_, r)| r.stream) && samples.iter().any(|(_, r)| !r.stream));
         assert!(samples.iter().any(|(_, r)| r.model == "b"));
+        for temperature in [None, Some(0.0), Some(0.7)] {
+            assert!(samples.iter().any(|(_, r)| r.temperature == temperature));
+        }
+        assert!(samples.iter().any(|(_, r)| r.tools.is_empty()));
+        assert!(samples.iter().any(|(_, r)| r.tools == ["get_weather"]));
         let long = samples
             .iter()
             .map(|(_, r)| r.prompt_text.len())

@@ -42,8 +42,9 @@ pub fn check(
 ///
 /// Returns the [`Decision`](super::Decision) as JSON plus `"default": false`; without a
 /// `route` hook (or when it returned `()`) the requested model with `"default": true`; with
-/// a `limits` hook, the buckets it named as `"limits"`; a refusal as
-/// `{"refused": {"status", "message"}}`.
+/// a `limits` hook, the buckets it named as `"limits"`; with a `cache` hook, its
+/// [`CacheDecision`](super::CacheDecision) as `"cache"` (`{"decision": "skip" | "default" |
+/// "custom", "ttl_s", "scope", "stale_s"}`); a refusal as `{"refused": {"status", "message"}}`.
 pub fn test(
     dir: &Path,
     request: &Value,
@@ -87,6 +88,18 @@ pub fn test(
         };
         if let Some(map) = value.as_object_mut() {
             map.insert("limits".into(), Value::Array(limits));
+        }
+    }
+    if set.has_cache() {
+        let cache = match set.cache(&req) {
+            Ok(decision) => serde_json::to_value(decision).unwrap_or(Value::Null),
+            Err(PolicyError::Refused { status, message }) => {
+                return Ok(json!({ "refused": { "status": status, "message": message } }))
+            }
+            Err(err) => return Err(err),
+        };
+        if let Some(map) = value.as_object_mut() {
+            map.insert("cache".into(), cache);
         }
     }
     Ok(value)

@@ -62,6 +62,9 @@ fn every_shipped_policy_passes_check_against_the_quickstart_models() {
         assert!(summary.contains("routing.rhai"), "{summary}");
         assert!(summary.contains("hooks: route"), "{summary}");
     }
+    let summary = check(&shipped("feature-based"), Some(known()), host()).unwrap();
+    assert!(summary.contains("cache.rhai"), "{summary}");
+    assert!(summary.contains("hooks: route, limits, cache"), "{summary}");
 }
 
 #[test]
@@ -278,6 +281,99 @@ fn feature_based_keeps_the_asked_model_for_unknown_features() {
     assert_eq!(chain(&decision), ["claude-sonnet", "gpt-4o-mini"]);
     let decision = test(&dir, &body("gpt-4o-mini", "hi"), None, None, None, host()).unwrap();
     assert_eq!(chain(&decision), ["gpt-4o-mini", "gemini-flash"]);
+}
+
+#[test]
+fn feature_based_caches_faq_and_classify_globally_for_an_hour_at_temperature_zero() {
+    let dir = shipped("feature-based");
+    for (feature, temperature) in [
+        ("faq", json!(0)),
+        ("classify", json!(0.0)),
+        ("faq", Value::Null),
+    ] {
+        let mut request = body("gpt-4o-mini", "How do I reset my password?");
+        if !temperature.is_null() {
+            request["temperature"] = temperature.clone();
+        }
+        let decision = test(&dir, &request, None, None, Some(feature), host()).unwrap();
+        assert_eq!(
+            decision["cache"],
+            json!({ "decision": "custom", "ttl_s": 3600, "scope": "global", "stale_s": null }),
+            "{feature} temperature={temperature}: {decision}"
+        );
+    }
+}
+
+#[test]
+fn feature_based_never_caches_requests_with_tools_and_defaults_otherwise() {
+    let dir = shipped("feature-based");
+    let mut with_tools = body("gpt-4o-mini", "What is the weather in Paris?");
+    with_tools["temperature"] = json!(0);
+    with_tools["tools"] = json!([{ "type": "function", "function": {
+        "name": "get_weather",
+        "parameters": { "type": "object", "properties": { "city": { "type": "string" } } }
+    } }]);
+    let decision = test(&dir, &with_tools, None, None, Some("faq"), host()).unwrap();
+    assert_eq!(
+        decision["cache"],
+        json!({ "decision": "skip" }),
+        "{decision}"
+    );
+    let mut sampled = body("gpt-4o-mini", "Write me a haiku about passwords.");
+    sampled["temperature"] = json!(0.9);
+    let decision = test(&dir, &sampled, None, None, Some("faq"), host()).unwrap();
+    assert_eq!(
+        decision["cache"],
+        json!({ "decision": "default" }),
+        "{decision}"
+    );
+    let decision = test(
+        &dir,
+        &body("gpt-4o", "hi"),
+        None,
+        None,
+        Some("chat"),
+        host(),
+    )
+    .unwrap();
+    assert_eq!(
+        decision["cache"],
+        json!({ "decision": "default" }),
+        "{decision}"
+    );
+}
+
+#[test]
+fn test_prints_no_cache_decision_without_a_cache_hook() {
+    let decision = test(
+        &shipped("cost-based"),
+        &body("gpt-4o", "hi"),
+        None,
+        None,
+        None,
+        host(),
+    )
+    .unwrap();
+    assert!(decision.get("cache").is_none(), "{decision}");
+}
+
+#[test]
+fn check_refuses_a_cache_hook_returning_a_bad_shape_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cache.rhai"),
+        "fn cache(req) {\n  #{ ttl_s: 3600, scope: \"everyone\" }\n}\n",
+    )
+    .unwrap();
+    let err = check(dir.path(), None, host()).unwrap_err().to_string();
+    assert!(
+        err.starts_with("cache.rhai:2:19: self-check failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`scope`") && err.contains("`everyone`"),
+        "{err}"
+    );
 }
 
 #[test]

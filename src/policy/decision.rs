@@ -2,14 +2,14 @@
 
 use crate::canonical::ChatRequest;
 use crate::context::RequestContext;
-use rhai::{Array, Dynamic, Map, INT};
+use rhai::{Array, Dynamic, Map, FLOAT, INT};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The request as policies see it. [`PolicyRequest::to_dynamic`] turns it into the Rhai map
 /// `req` with exactly these field names. Absent optional strings (`team`, `tier`, `feature`)
-/// become `""` so scripts can compare them without a type check; an absent `max_tokens`
-/// becomes `()`.
+/// become `""` so scripts can compare them without a type check; an absent `max_tokens` or
+/// `temperature` becomes `()`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicyRequest {
     /// The gateway's request id.
@@ -30,6 +30,10 @@ pub struct PolicyRequest {
     pub stream: bool,
     /// The client's `max_tokens`.
     pub max_tokens: Option<u32>,
+    /// The client's sampling `temperature`.
+    pub temperature: Option<f64>,
+    /// Names of the tools the client offers the model (empty: none).
+    pub tools: Vec<String>,
     /// `(role, text)` of every message, text parts joined with newlines.
     pub messages: Vec<(String, String)>,
     /// All message text joined with newlines.
@@ -70,6 +74,8 @@ impl PolicyRequest {
             model: req.model.clone(),
             stream: req.stream,
             max_tokens: req.max_tokens,
+            temperature: req.temperature,
+            tools: req.tools.iter().map(|t| t.name.clone()).collect(),
             messages: req
                 .messages
                 .iter()
@@ -100,6 +106,13 @@ impl PolicyRequest {
             self.max_tokens
                 .map_or(Dynamic::UNIT, |n| Dynamic::from_int(INT::from(n))),
         );
+        map.insert(
+            "temperature".into(),
+            self.temperature
+                .map_or(Dynamic::UNIT, |t| Dynamic::from_float(t as FLOAT)),
+        );
+        let tools: Array = self.tools.iter().map(|name| text(name)).collect();
+        map.insert("tools".into(), Dynamic::from_array(tools));
         let messages: Array = self
             .messages
             .iter()
@@ -319,7 +332,9 @@ mod tests {
                 "prompt_text",
                 "stream",
                 "team",
+                "temperature",
                 "tier",
+                "tools",
                 "user"
             ]
         );
@@ -348,9 +363,37 @@ mod tests {
     }
 
     #[test]
-    fn absent_max_tokens_is_unit() {
+    fn absent_max_tokens_and_temperature_are_unit_and_no_tools_an_empty_array() {
         let map = PolicyRequest::default().to_dynamic().cast::<Map>();
         assert!(map["max_tokens"].is_unit());
+        assert!(map["temperature"].is_unit());
+        assert!(map["tools"].clone().cast::<Array>().is_empty());
+    }
+
+    #[test]
+    fn temperature_and_tool_names_reach_scripts() {
+        let chat = ChatRequest {
+            model: "gpt-4o".into(),
+            messages: vec![Message::text(Role::User, "weather?")],
+            temperature: Some(0.0),
+            tools: vec![crate::canonical::Tool {
+                name: "get_weather".into(),
+                description: None,
+                parameters: serde_json::json!({ "type": "object" }),
+            }],
+            ..ChatRequest::default()
+        };
+        let ctx = RequestContext::new(
+            crate::error::Dialect::OpenAi,
+            crate::context::Endpoint::Chat,
+        );
+        let req = PolicyRequest::build(&ctx, &chat);
+        assert_eq!(req.temperature, Some(0.0));
+        assert_eq!(req.tools, ["get_weather"]);
+        let map = req.to_dynamic().cast::<Map>();
+        assert_eq!(map["temperature"].as_float().unwrap(), 0.0);
+        let tools = map["tools"].clone().cast::<Array>();
+        assert_eq!(tools[0].clone().into_string().unwrap(), "get_weather");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! force.
 //!
 //! Hooks: `route(req)` → [`Decision`], `redact(text)` → string, `limits(req)` →
-//! [`LimitSpec`]s, and (a later issue) `budget(req, spend)`. `req` is [`PolicyRequest::to_dynamic`]. Helpers:
+//! [`LimitSpec`]s, `budget(req, spend)` → [`BudgetAction`], `cache(req)` →
+//! [`CacheDecision`]. `req` is [`PolicyRequest::to_dynamic`]. Helpers:
 //! `model_info(name)`, `provider_healthy(provider)`, `latency_ms(model, pct)`,
 //! `headroom(model)`, `limit_status(key)`, `log(msg)`.
 //! A script refuses a request with `throw #{ status: 403, message: "…" }`.
@@ -18,6 +19,7 @@
 //! is reported as an error.
 
 pub mod budget;
+pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod decision;
@@ -29,6 +31,7 @@ pub mod set;
 pub mod store;
 
 pub use budget::{BudgetAction, BudgetView};
+pub use cache::{CacheDecision, MAX_CACHE_SECONDS};
 pub use decision::{Decision, PolicyRequest};
 pub use engine::PolicyEngine;
 pub use host::{ConfigHost, HostInfo, LatencyWindow, LimitStatus, LimitsView, ModelInfo};

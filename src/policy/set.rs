@@ -5,6 +5,7 @@
 //! hooks exist is decided once here, so a missing hook costs nothing per request.
 
 use super::budget::{action_from_dynamic, BudgetAction};
+use super::cache::{cache_from_dynamic, CacheDecision};
 use super::decision::{decision_from_dynamic, Decision, PolicyRequest};
 use super::engine::PolicyEngine;
 use super::limits::{limits_from_dynamic, LimitSpec};
@@ -97,6 +98,7 @@ struct Hooks {
     redact: bool,
     limits: bool,
     budget: bool,
+    cache: bool,
 }
 
 /// Hook names and their parameter counts.
@@ -105,6 +107,7 @@ const HOOKS: &[(&str, usize, &str)] = &[
     ("redact", 1, "text"),
     ("limits", 1, "req"),
     ("budget", 2, "req, spend"),
+    ("cache", 1, "req"),
 ];
 
 /// A hook that did not return normally: a deliberate refusal or a run-time failure.
@@ -270,7 +273,8 @@ impl PolicySet {
                 "route" => hooks.route = present,
                 "redact" => hooks.redact = present,
                 "limits" => hooks.limits = present,
-                _ => hooks.budget = present,
+                "budget" => hooks.budget = present,
+                _ => hooks.cache = present,
             }
         }
         Ok(PolicySet {
@@ -320,6 +324,11 @@ impl PolicySet {
         self.hooks.budget
     }
 
+    /// Whether a `cache(req)` hook is defined.
+    pub fn has_cache(&self) -> bool {
+        self.hooks.cache
+    }
+
     /// Names of the hooks defined, for status pages.
     pub fn hook_names(&self) -> Vec<&'static str> {
         [
@@ -327,6 +336,7 @@ impl PolicySet {
             ("redact", self.hooks.redact),
             ("limits", self.hooks.limits),
             ("budget", self.hooks.budget),
+            ("cache", self.hooks.cache),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
@@ -406,6 +416,22 @@ impl PolicySet {
     ) -> Result<BudgetAction, HookFailure> {
         let value = self.call_hook("budget", (req.to_dynamic(), spend))?;
         action_from_dynamic(value).map_err(|(message, key)| self.placed("budget", message, key))
+    }
+
+    /// Run `cache(req)`: whether and how this request uses the response cache
+    /// ([`CacheDecision::Default`] without a hook).
+    pub fn cache(&self, req: &PolicyRequest) -> Result<CacheDecision, PolicyError> {
+        if !self.hooks.cache {
+            return Ok(CacheDecision::Default);
+        }
+        self.cache_hook(req)
+            .map_err(HookFailure::into_request_error)
+    }
+
+    /// Run `cache(req)` and check its shape, placed like `limits`.
+    pub(crate) fn cache_hook(&self, req: &PolicyRequest) -> Result<CacheDecision, HookFailure> {
+        let value = self.call_hook("cache", (req.to_dynamic(),))?;
+        cache_from_dynamic(value).map_err(|(message, key)| self.placed("cache", message, key))
     }
 
     /// A shape failure of `hook`, at the line of `key` (else of the hook).

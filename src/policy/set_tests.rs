@@ -455,3 +455,125 @@ fn limits_returns_the_specs_a_request_counts_against() {
     assert!(specs[0].bucket.key.as_str().starts_with("user:"));
     assert_eq!(specs[0].queue, std::time::Duration::from_millis(500));
 }
+
+#[test]
+fn without_a_cache_hook_every_request_takes_the_cache_defaults() {
+    let s = set(&[("r.rhai", "fn route(req) { () }")]).unwrap();
+    assert!(!s.has_cache());
+    assert_eq!(s.cache(&req()).unwrap(), CacheDecision::Default);
+}
+
+#[test]
+fn cache_hook_skips_defaults_or_customises_per_request() {
+    let s = set(&[(
+        "cache.rhai",
+        r#"fn cache(req) {
+            if req.tools.len() > 0 { return false; }
+            if req.tier == "free" { return #{ ttl_s: 60, scope: "user", stale_s: 0 }; }
+            if req.temperature == () { return (); }
+            true
+        }"#,
+    )])
+    .unwrap();
+    assert!(s.has_cache());
+    assert_eq!(s.hook_names(), ["cache"]);
+    assert_eq!(
+        s.cache(&req()).unwrap(),
+        CacheDecision::Custom {
+            ttl_s: Some(60),
+            scope: Some(crate::config::CacheScope::User),
+            stale_s: Some(0),
+        }
+    );
+    let with_tools = PolicyRequest {
+        tools: vec!["get_weather".into()],
+        ..req()
+    };
+    assert_eq!(s.cache(&with_tools).unwrap(), CacheDecision::Skip);
+    let pro = PolicyRequest {
+        tier: Some("pro".into()),
+        ..req()
+    };
+    assert_eq!(s.cache(&pro).unwrap(), CacheDecision::Default);
+    let sampled = PolicyRequest {
+        temperature: Some(0.7),
+        ..pro
+    };
+    assert_eq!(s.cache(&sampled).unwrap(), CacheDecision::Default);
+    assert!(s.self_check(None).unwrap() >= 48);
+}
+
+#[test]
+fn a_cache_hook_with_a_bad_scope_fails_the_self_check_at_its_file_line_and_column() {
+    let s = set(&[
+        ("a_route.rhai", "fn route(req) { () }"),
+        (
+            "cache.rhai",
+            "// share answers\nfn cache(req) {\n  #{ ttl_s: 3600,\n     scope: \"tenant\" }\n}",
+        ),
+    ])
+    .unwrap();
+    let err = s.self_check(None).unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::SelfCheck { file, line: 4, column: 6, .. } if file == "cache.rhai"),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("cache.rhai:4:6: "), "{text}");
+    assert!(text.contains("cache failed on sample request"), "{text}");
+    assert!(
+        text.contains("`scope`") && text.contains("`tenant`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_cache_hook_with_an_unknown_key_or_absurd_ttl_fails_the_self_check_naming_it() {
+    for (script, line, column, needle) in [
+        (
+            "fn cache(req) {\n  #{ ttl: 60 }\n}",
+            2,
+            6,
+            "unknown key `ttl`",
+        ),
+        (
+            "fn cache(req) {\n  if req.stream {\n    return #{ ttl_s: 31 * 86400 };\n  }\n}",
+            3,
+            15,
+            "30 days",
+        ),
+        ("fn cache(req) {\n  #{ stale_s: -1 }\n}", 2, 6, "`stale_s`"),
+        (
+            "\nfn cache(req) { \"global\" }",
+            2,
+            1,
+            "must return true, false",
+        ),
+    ] {
+        let s = set(&[("c.rhai", script)]).unwrap();
+        let err = s.self_check(None).unwrap_err();
+        assert!(
+            matches!(&err, PolicyError::SelfCheck { line: l, column: c, .. } if *l == line && *c == column),
+            "{script}: {err}"
+        );
+        assert!(err.to_string().contains(needle), "{script}: {err}");
+    }
+}
+
+#[test]
+fn a_cache_hook_that_fails_at_run_time_is_a_script_error_at_request_time() {
+    let s = set(&[("c.rhai", "fn cache(req) {\n  #{ ttl_s: \"soon\" }\n}")]).unwrap();
+    let err = s.cache(&req()).unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::Script { message } if message.starts_with("c.rhai:2:6: ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cache_hook_with_the_wrong_parameter_count_is_an_error() {
+    let err = set(&[("c.rhai", "fn cache(req, spend) { true }")])
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("hook `cache` takes 1"), "{err}");
+}

@@ -76,6 +76,8 @@ pub struct RequestContext {
     pub feature: Option<String>,
     /// The client's `x-*` headers (minus credentials), for policies.
     pub headers: BTreeMap<String, String>,
+    /// The client's `Cache-Control` header (`no-cache`, `no-store`, `max-age=N`).
+    pub cache_control: Option<String>,
     /// The model the client asked for.
     pub requested_model: String,
     /// Filled by policy: the version of the policy set that routed this request.
@@ -99,6 +101,7 @@ impl RequestContext {
             principal: None,
             feature: None,
             headers: BTreeMap::new(),
+            cache_control: None,
             requested_model: String::new(),
             policy_version: None,
             attempts: Vec::new(),
@@ -119,6 +122,7 @@ impl RequestContext {
             principal: None,
             feature: None,
             headers: BTreeMap::new(),
+            cache_control: None,
             requested_model: String::new(),
             policy_version: None,
             attempts: Vec::new(),

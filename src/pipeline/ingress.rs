@@ -122,6 +122,10 @@ pub fn read_headers(ctx: &mut RequestContext, headers: &http::HeaderMap) {
             }
         }
     }
+    ctx.cache_control = headers
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     ctx.resolve_feature(None);
 }
 

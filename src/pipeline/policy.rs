@@ -36,9 +36,10 @@ pub fn decide(exchange: &mut Exchange) -> Result<Decided, GatewayError> {
     // One pass over the prompt, shared by the policy's `est_input_tokens`, the rate limits
     // and the capacity checks.
     let input_estimate = crate::tokens::quick_estimate_input(&exchange.request);
-    let request = (set.has_route() || set.has_limits() || set.has_budget()).then(|| {
-        PolicyRequest::build_with_estimate(&exchange.ctx, &exchange.request, input_estimate)
-    });
+    let request = (set.has_route() || set.has_limits() || set.has_budget() || set.has_cache())
+        .then(|| {
+            PolicyRequest::build_with_estimate(&exchange.ctx, &exchange.request, input_estimate)
+        });
     let decision = match &request {
         Some(req) if set.has_route() => {
             hook_result(&state, &exchange.ctx, "route", set.route(req))?.flatten()

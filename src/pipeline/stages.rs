@@ -46,13 +46,15 @@ pub enum Flow {
     /// Answer now with this response (rendered in the client's dialect, streamed if asked);
     /// later stages and dispatch are skipped, the finish step still runs.
     Respond(Box<ChatResponse>),
-    /// Wait for this future (a queue slot), apply what it produced to the exchange, then go
-    /// on; its error refuses the request.
+    /// Wait for this future (a queue slot, an identical request in flight), apply what it
+    /// produced to the exchange, then go on, or answer if the applied step says so; its error
+    /// refuses the request.
     Wait(BoxFuture<'static, Result<Apply, GatewayError>>),
 }
 
-/// What a waiting stage writes into the exchange once its wait is over.
-pub type Apply = Box<dyn FnOnce(&mut Exchange) + Send>;
+/// What a waiting stage writes into the exchange once its wait is over; an answer ends the
+/// stages there like [`Flow::Respond`].
+pub type Apply = Box<dyn FnOnce(&mut Exchange) -> Option<Box<ChatResponse>> + Send>;
 
 /// One stage of the request path. Its per-request state is its own typed field of
 /// [`StageStates`], reached through the exchange (`exchange.stages.<name>`).
@@ -141,8 +143,7 @@ pub async fn run(
         Flow::Respond(answer) => Ok(Some(answer)),
         Flow::Wait(wait) => {
             let apply = wait.await?;
-            apply(exchange);
-            Ok(None)
+            Ok(apply(exchange))
         }
     }
 }

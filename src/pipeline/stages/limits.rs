@@ -174,6 +174,7 @@ impl Stage for Limits {
                         state.queued = admitted.queued;
                         state.tightest = admitted.reservation.tightest_tokens().cloned();
                         state.reservation = Some(admitted.reservation);
+                        None
                     });
                     Ok(apply)
                 }

@@ -6,7 +6,19 @@
 //!   `response_format`, the sampling parameters (`temperature`, `top_p`, `top_k`, `stop`,
 //!   `max_tokens`, `seed`, penalties) and the tenant scope ([`scope_value`]: `key:…`,
 //!   `user:…`, `team:…` or `global`). Not `stream`, `metadata` or `end_user`.
+//! - [`store`]: what is stored. A [`CachedAnswer`] holds the whole answer (text, tool
+//!   calls, finish reason, usage), the model and provider that served it, its scope, when
+//!   it was stored, its TTL and stale window, and what it cost live. [`ResponseCache`]
+//!   classifies a lookup as fresh, stale or a miss, and counts hits, misses, stale answers,
+//!   bypasses, inserts and evictions for `/admin/cache`. [`storable`] says which answers
+//!   may be kept.
+//!
+//! Bounds: entries weigh their bytes (strings plus a fixed overhead) and moka holds at most
+//! `max_bytes` of them, refusing any single entry above `max_entry_bytes`; each entry
+//! expires at TTL + stale window.
 
 pub mod key;
+pub mod store;
 
 pub use key::{scope_value, CacheKey};
+pub use store::{storable, CacheStats, CachedAnswer, Lookup, ResponseCache};

@@ -12,13 +12,19 @@
 //!   classifies a lookup as fresh, stale or a miss, and counts hits, misses, stale answers,
 //!   bypasses, inserts and evictions for `/admin/cache`. [`storable`] says which answers
 //!   may be kept.
+//! - [`flight`]: single flight. [`Flights::join`] makes the first request for a key the
+//!   leader and the rest followers that wait for its answer.
 //!
 //! Bounds: entries weigh their bytes (strings plus a fixed overhead) and moka holds at most
 //! `max_bytes` of them, refusing any single entry above `max_entry_bytes`; each entry
-//! expires at TTL + stale window.
+//! expires at TTL + stale window; at most [`DEFAULT_MAX_FLIGHTS`] keys (or the number given
+//! to [`Flights::new`]) are in flight at once, and a follower waits at most the timeout it
+//! passes (`flight_wait_ms`).
 
+pub mod flight;
 pub mod key;
 pub mod store;
 
+pub use flight::{FlightEnd, FlightGuard, FlightWait, Flights, Joined, DEFAULT_MAX_FLIGHTS};
 pub use key::{scope_value, CacheKey};
 pub use store::{storable, CacheStats, CachedAnswer, Lookup, ResponseCache};

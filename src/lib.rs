@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod canonical;
 pub mod config;
 pub mod context;

@@ -99,6 +99,7 @@ fn record(i: usize) -> LogRecord {
         embedding_dimensions: None,
         limits: None,
         budget: None,
+        cache: None,
     }
 }
 

@@ -102,6 +102,7 @@ fn record() -> LogRecord {
         embedding_dimensions: None,
         limits: None,
         budget: None,
+        cache: None,
     }
 }
 

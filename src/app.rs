@@ -101,9 +101,11 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         config.admission.max_buckets,
         config.cost.utc_offset_s().unwrap_or(0),
     ));
+    let cache = Arc::new(crate::cache::ResponseCache::new(&config.cache));
     let stages = Arc::new(Stages::new(
         &config,
         StageParts {
+            cache: cache.clone(),
             admission: admission.clone(),
             money: money.clone(),
             prices: prices.clone(),
@@ -126,6 +128,7 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         prices,
         money,
         spend: Some(spend),
+        cache,
         capacity,
         background: tokio::runtime::Handle::try_current().ok(),
         tails: tokio_util::task::TaskTracker::new(),

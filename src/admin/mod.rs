@@ -1,6 +1,6 @@
 //! The admin HTTP API (`/admin/*`), behind the admin key:
-//! logs search and replay, the policy in force, chaos drills, live rate limits, budgets and
-//! spend reports.
+//! logs search and replay, the policy in force, chaos drills, live rate limits, budgets,
+//! spend reports and the response cache.
 
 use crate::error::{Dialect, ErrorCode, ErrorSource, GatewayError};
 use crate::http::{error_response, json_value, Body};
@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
 
+mod cache;
 mod cost;
 mod limits;
 mod logs;
@@ -35,6 +36,8 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
         (Method::POST, ["chaos"]) => chaos(&state, req).await,
         (Method::GET, ["limits"]) => limits::list(&state, &query).await,
         (Method::GET, ["budgets"]) => Ok(cost::budgets(&state)),
+        (Method::GET, ["cache"]) => Ok(cache::status(&state).await),
+        (Method::DELETE, ["cache"]) => cache::purge(&state, &query).await,
         (Method::GET, ["spend"]) => cost::spend(&state, &query).await,
         (Method::GET, ["logs"]) => logs::search(&state, &query).await,
         (Method::GET, ["logs", id]) => logs::get(&state, id).await,

@@ -231,6 +231,20 @@ impl MoneyLedger {
         enforce: bool,
         now_ms: i64,
     ) -> Result<MoneyReservation, MoneyRefusal> {
+        self.reserve_and_read(limits, amount, enforce, now_ms)
+            .map(|(reservation, _)| reservation)
+    }
+
+    /// [`reserve`](Self::reserve), also answering each bucket as it was just before this
+    /// reservation (in `limits` order, a key named twice once): one pass over the buckets
+    /// where a [`status`](Self::status) call and a reservation would take two.
+    pub fn reserve_and_read(
+        &self,
+        limits: &[MoneyLimit],
+        amount: Usd,
+        enforce: bool,
+        now_ms: i64,
+    ) -> Result<(MoneyReservation, Vec<MoneyStatus>), MoneyRefusal> {
         let mut guards = self.lock_all(limits.iter().map(|l| &l.key));
         let shard_of = |key: &BucketKey| self.shard_of(key);
         let mut created = 0usize;
@@ -265,6 +279,7 @@ impl MoneyLedger {
             }
         }
         let mut keys = Vec::with_capacity(limits.len());
+        let mut before = Vec::with_capacity(limits.len());
         for limit in limits {
             if keys.contains(&limit.key) {
                 continue;
@@ -276,10 +291,11 @@ impl MoneyLedger {
             let bucket = shard
                 .entry(limit.key.clone())
                 .or_insert_with(|| Bucket::new(limit, now_ms, self.utc_offset_s));
+            before.push(bucket.status(&limit.key));
             bucket.reserved += amount;
             keys.push(limit.key.clone());
         }
-        Ok(MoneyReservation { keys, amount })
+        Ok((MoneyReservation { keys, amount }, before))
     }
 
     /// Replace a reservation with the real cost: the reserved amount is released and `actual`

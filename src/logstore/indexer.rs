@@ -85,6 +85,8 @@ pub struct LogSchema {
     pub budget: Option<Field>,
     /// The budget action (`downgrade`, `cap`, `queue`, `block`; raw).
     pub budget_action: Option<Field>,
+    /// What the response cache did (`hit`, `miss`, `stale`, `bypass`; raw).
+    pub cache: Option<Field>,
 }
 
 /// The schema of a new index.
@@ -114,7 +116,8 @@ pub fn build_schema() -> Schema {
         let _ = builder.add_f64_field("cost_usd", numeric.clone());
         let _ = builder.add_text_field("limit", raw.clone());
         let _ = builder.add_text_field("budget", raw.clone());
-        let _ = builder.add_text_field("budget_action", raw);
+        let _ = builder.add_text_field("budget_action", raw.clone());
+        let _ = builder.add_text_field("cache", raw);
         let _ = builder.add_f64_field("queued_ms", numeric.clone());
         let _ = builder.add_u64_field("reserved_tokens", numeric.clone());
         let _ = builder.add_u64_field("settled_tokens", numeric);
@@ -168,6 +171,7 @@ impl LogSchema {
             settled_tokens: schema.get_field("settled_tokens").ok(),
             budget: schema.get_field("budget").ok(),
             budget_action: schema.get_field("budget_action").ok(),
+            cache: schema.get_field("cache").ok(),
         })
     }
 
@@ -226,6 +230,9 @@ impl LogSchema {
             if let (Some(field), Some(action)) = (self.budget_action, &budget.action) {
                 doc.add_text(field, action);
             }
+        }
+        if let (Some(field), Some(cache)) = (self.cache, &record.cache) {
+            doc.add_text(field, &cache.status);
         }
         doc.add_text(self.record, json);
         doc

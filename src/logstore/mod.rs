@@ -28,7 +28,7 @@ mod writer;
 
 pub use indexer::RetentionReport;
 pub use journal::Position;
-pub use record::{Attempt, BudgetRecord, LimitsRecord, LogRecord};
+pub use record::{Attempt, BudgetRecord, CacheRecord, LimitsRecord, LogRecord};
 pub use redact::{RedactHook, Redactor};
 pub use search::{SearchHit, SearchParams, SearchResults, SearchSort, Snippets};
 

@@ -71,6 +71,32 @@ pub struct LogRecord {
     /// The budgets the request counted against and what they did, when any applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetRecord>,
+    /// What the response cache did, when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheRecord>,
+}
+
+/// What the response cache did for one request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// `hit`, `miss`, `stale` or `bypass`.
+    pub status: String,
+    /// The entry's key (hex SHA-256), when the request was keyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The tenant scope of the key (`team:support`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    /// Seconds since the answer served was stored (hit or stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_s: Option<u64>,
+    /// What the answer cost when it was served live: what serving it from the cache saved
+    /// (USD, exact decimal; absent when unpriced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_usd: Option<String>,
+    /// Why the chain failed, when a stale entry answered instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// What budgets did to one request ("why was this downgraded?").

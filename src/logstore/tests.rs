@@ -54,6 +54,7 @@ pub(crate) fn record_with(request: ChatRequest) -> LogRecord {
         embedding_dimensions: None,
         limits: None,
         budget: None,
+        cache: None,
     }
 }
 

@@ -4,7 +4,7 @@
 use super::exchange::Finished;
 use super::settle::finish_name;
 use crate::error::Dialect;
-use crate::logstore::{BudgetRecord, LimitsRecord, LogRecord, LogSender};
+use crate::logstore::{BudgetRecord, CacheRecord, LimitsRecord, LogRecord, LogSender};
 
 /// A record the log could not take at once (its channel and waiting hand-offs are full).
 pub struct Backlog {
@@ -59,6 +59,15 @@ pub fn build(done: Finished) -> LogRecord {
         reserved_usd: budgets.reserved.to_string(),
         warning: budgets.warning.clone(),
     });
+    let cached = &stages.cache;
+    let cache = cached.status.map(|status| CacheRecord {
+        status: status.as_str().to_string(),
+        key: cached.key.map(|key| key.to_string()),
+        scope: cached.scope.clone(),
+        age_s: cached.age.map(|age| age.as_secs()),
+        saved_usd: cached.saved.map(|usd| usd.to_string()),
+        failure: cached.failure.clone(),
+    });
     let now = chrono::Utc::now();
     let principal = ctx.principal.as_ref();
     let route = outcome.route.as_ref();
@@ -106,5 +115,6 @@ pub fn build(done: Finished) -> LogRecord {
         embedding_dimensions,
         limits,
         budget,
+        cache,
     }
 }

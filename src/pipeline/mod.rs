@@ -72,6 +72,8 @@ pub struct AppState {
     pub money: Arc<crate::ledger::MoneyLedger>,
     /// The durable spend ledger, for `/admin/spend` and shutdown.
     pub spend: Option<crate::cost::SpendLedger>,
+    /// The response cache, for `/admin/cache`.
+    pub cache: Arc<crate::cache::ResponseCache>,
     /// The runtime that outlives the request threads: finish steps that cannot run on the
     /// request's own task (a dropped stream, a usage estimate) run here.
     pub background: Option<tokio::runtime::Handle>,
@@ -106,23 +108,34 @@ pub struct Answer {
     pub budget: Option<String>,
     /// `x-switchyard-budget-warning`: a budget past its soft limit.
     pub budget_warning: Option<String>,
+    /// `x-switchyard-cache`: hit, miss, stale or bypass (absent when the cache is off).
+    pub cache: Option<&'static str>,
+    /// `age`: seconds since a cached answer was stored (hit or stale).
+    pub age: Option<u64>,
 }
 
 impl Answer {
     fn of(exchange: &Exchange, reply: Result<Reply, GatewayError>) -> Answer {
         let route = exchange.outcome.route.as_ref();
+        let cached = exchange.stages.cache.served_by.as_ref();
         Answer {
             reply,
             dialect: exchange.ctx.dialect,
             id: exchange.ctx.id.clone(),
             correlation_id: exchange.ctx.correlation_id.clone(),
-            served_model: route.map(|r| r.model.name.clone()),
-            provider: route.map(|r| r.provider_name.to_string()),
+            served_model: route
+                .map(|r| r.model.name.clone())
+                .or_else(|| cached.map(|(model, _)| model.clone())),
+            provider: route
+                .map(|r| r.provider_name.to_string())
+                .or_else(|| cached.map(|(_, provider)| provider.clone())),
             policy_version: exchange.ctx.policy_version,
             rate_limit: exchange.stages.limits.tightest.as_ref().map(|(_, w)| *w),
             cost: answer_cost(exchange),
             budget: exchange.stages.budgets.header(),
             budget_warning: exchange.stages.budgets.warning.clone(),
+            cache: exchange.stages.cache.status.map(|s| s.as_str()),
+            age: exchange.stages.cache.age.map(|age| age.as_secs()),
         }
     }
 
@@ -175,6 +188,12 @@ impl Answer {
             if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 headers.insert(name, value);
             }
+        }
+        if let Some(status) = self.cache {
+            headers.insert("x-switchyard-cache", HeaderValue::from_static(status));
+        }
+        if let Some(age) = self.age {
+            headers.insert(http::header::AGE, HeaderValue::from(age));
         }
         if let Some(window) = self.rate_limit {
             headers.insert("x-ratelimit-limit-tokens", HeaderValue::from(window.limit));
@@ -287,7 +306,7 @@ pub async fn execute(mut exchange: Exchange, include_usage: bool) -> Answer {
                     ..answer
                 }
             }
-            Err(err) => refuse(exchange, err).await,
+            Err(err) => stale_or_refuse(exchange, err, include_usage).await,
         }
     } else {
         let answered = dispatcher
@@ -300,8 +319,23 @@ pub async fn execute(mut exchange: Exchange, include_usage: bool) -> Answer {
                 exchange.outcome.capacity = dispatcher.take_capacity_hold();
                 complete(exchange, response, body).await
             }
-            Err(err) => refuse(exchange, err).await,
+            Err(err) => stale_or_refuse(exchange, err, include_usage).await,
         }
+    }
+}
+
+/// Every target of the chain failed: answer from a stale cache entry when one may be served
+/// (`x-switchyard-cache: stale`; the attempts and their errors stay in the log record), else
+/// with the chain's error.
+async fn stale_or_refuse(mut exchange: Exchange, err: GatewayError, include_usage: bool) -> Answer {
+    let stages = exchange.state.stages.clone();
+    match stages.stale(&mut exchange) {
+        Some(response) => {
+            tracing::warn!(request_id = %exchange.ctx.id, error = %err.message_for_log(), "every target failed; answered from a stale cache entry");
+            exchange.stages.cache.failure = Some(err.message_for_log().to_string());
+            answer_early(exchange, *response, include_usage).await
+        }
+        None => refuse(exchange, err).await,
     }
 }
 

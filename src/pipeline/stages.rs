@@ -7,6 +7,8 @@
 //! [`Stages::on_request`] and [`Stages::on_finish`], in the documented order.
 //!
 //! Order before dispatch (`on_request`), each may answer early, wait or refuse:
+//! 0. `cache` (`stages/cache.rs`): answer a fresh hit (before the budgets and limits, so a
+//!    hit spends neither), or wait for an identical request in flight (single flight).
 //! 1. `budgets` (`stages/budgets.rs`): price the worst case, let the `budget` hook choose an
 //!    action (downgrade, cap, queue, block), reserve on every matching budget, or refuse
 //!    with 402. Before the limits, so that they reserve for the model and `max_tokens` the
@@ -16,21 +18,25 @@
 //!
 //! Order in the tail (`on_finish`), after usage is settled and before the log hand-off:
 //! 1. `spend` (`stages/spend.rs`): price the usage and append it to the spend ledger.
-//! 2. `budgets`: settle the worst-case reservation to the real cost.
-//! 3. `limits`: settle the reservation to the real usage (refund or charge).
+//! 2. `cache`: store a complete successful answer, then wake the identical requests waiting.
+//! 3. `budgets`: settle the worst-case reservation to the real cost.
+//! 4. `limits`: settle the reservation to the real usage (refund or charge).
 //!
 //! A disabled feature is a stage whose hooks return at once, never an `if` elsewhere.
 
 mod budgets;
+mod cache;
 mod limits;
 pub mod matcher;
 mod spend;
 
 pub use budgets::{charged_usage, Budgets, BudgetsState};
+pub use cache::{CacheStage, CacheState, CacheStatus};
 pub use limits::{settled_tokens, LimitsState};
 pub use spend::Spend;
 
 use super::exchange::{Exchange, Finished};
+use crate::cache::ResponseCache;
 use crate::canonical::ChatResponse;
 use crate::config::Config;
 use crate::cost::{PriceBook, SpendLedger};
@@ -71,6 +77,7 @@ pub trait Stage: Send + Sync + 'static {
 
 /// Every stage, built once at start.
 pub struct Stages {
+    cache: CacheStage,
     budgets: Arc<Budgets>,
     limits: limits::Limits,
     spend: Spend,
@@ -79,6 +86,7 @@ pub struct Stages {
 /// Every stage's per-request state.
 #[derive(Default)]
 pub struct StageStates {
+    pub cache: CacheState,
     pub budgets: BudgetsState,
     pub limits: LimitsState,
 }
@@ -93,16 +101,24 @@ pub struct StageParts {
     pub prices: Arc<PriceBook>,
     /// The durable spend ledger (`None` in tools and tests that run without one).
     pub spend: Option<SpendLedger>,
+    /// The response cache.
+    pub cache: Arc<ResponseCache>,
 }
 
 impl Stages {
     /// Build the stages from the config and the shared state they use.
     pub fn new(config: &Config, parts: StageParts) -> Stages {
         Stages {
+            cache: CacheStage::new(&config.cache, parts.cache),
             budgets: Arc::new(Budgets::new(config, parts.money, parts.prices.clone())),
             limits: limits::Limits::new(config, parts.admission),
             spend: Spend::new(parts.prices, parts.spend),
         }
+    }
+
+    /// Every target failed: a stale cached answer for this request, if one may be served.
+    pub fn stale(&self, exchange: &mut Exchange) -> Option<Box<ChatResponse>> {
+        self.cache.stale(exchange)
     }
 
     /// The budgets stage (its matcher rebuilds budgets from the spend ledger at start).
@@ -115,6 +131,9 @@ impl Stages {
         &self,
         exchange: &mut Exchange,
     ) -> Result<Option<Box<ChatResponse>>, GatewayError> {
+        if let Some(answer) = run(&self.cache, exchange).await? {
+            return Ok(Some(answer));
+        }
         if let Some(answer) = run(&*self.budgets, exchange).await? {
             return Ok(Some(answer));
         }
@@ -127,6 +146,7 @@ impl Stages {
     /// Run each stage's `on_finish` in order.
     pub fn on_finish(&self, done: &mut Finished) {
         self.spend.on_finish(done);
+        self.cache.on_finish(done);
         self.budgets.on_finish(done);
         self.limits.on_finish(done);
     }

@@ -247,6 +247,65 @@ fn blocked(status: u16, message: String) -> GatewayError {
     err
 }
 
+impl Budgets {
+    /// Without a hook: reserve the worst case on every matching budget in one pass over the
+    /// buckets, refusing with 402 when it would take one past its limit.
+    fn enforce(
+        &self,
+        exchange: &mut Exchange,
+        matched: &[Matched<'_>],
+        limits: &[MoneyLimit],
+        worst: Usd,
+        now_ms: i64,
+    ) -> Result<Flow, GatewayError> {
+        let state = &mut exchange.stages.budgets;
+        let (reservation, before) = self
+            .ledger
+            .reserve_and_read(limits, worst, true, now_ms)
+            .map_err(|refusal| refused(state, refusal, worst))?;
+        state.reserved = worst;
+        state.reservation = Some(reservation);
+        let mut statuses: Vec<(&MoneyStatus, &Rule)> =
+            before.iter().zip(matched.iter().map(|m| m.rule)).collect();
+        // Tightest first, as the hook would see them.
+        statuses.sort_by_key(|(s, _)| s.remaining());
+        state.warning = warning(statuses.iter().copied());
+        state.applied = statuses.iter().map(|(s, _)| s.key.to_string()).collect();
+        Ok(Flow::Continue)
+    }
+}
+
+/// A refused reservation as the client's error, noting the budget that acted.
+fn refused(state: &mut BudgetsState, refusal: MoneyRefusal, worst: Usd) -> GatewayError {
+    match refusal {
+        MoneyRefusal::Exceeded(status) => {
+            state.acted = Some(("block".into(), status.key.to_string()));
+            blocked(402, exceeded_message(&status, worst))
+        }
+        MoneyRefusal::BucketCap { cap } => GatewayError::new(
+            ErrorSource::Internal,
+            ErrorCode::Unavailable,
+            format!("too many live budget buckets (cap {cap}); try again shortly"),
+        )
+        .with_retry_after(Some(std::time::Duration::from_secs(1))),
+    }
+}
+
+/// The warning for the first budget (tightest first) at or past its soft limit.
+fn warning<'a>(mut statuses: impl Iterator<Item = (&'a MoneyStatus, &'a Rule)>) -> Option<String> {
+    statuses
+        .find(|(s, rule)| s.pct() >= rule.soft_pct)
+        .map(|(s, _)| {
+            format!(
+                "{} at {:.1}% of ${} this {}",
+                s.key,
+                s.pct(),
+                s.limit,
+                s.period.as_str()
+            )
+        })
+}
+
 impl Stage for Budgets {
     fn on_request(&self, exchange: &mut Exchange) -> Result<Flow, GatewayError> {
         let has_hook = exchange
@@ -269,6 +328,9 @@ impl Stage for Budgets {
             return Ok(Flow::Continue);
         }
         let limits: Vec<MoneyLimit> = matched.iter().map(|m| m.limit.clone()).collect();
+        if !has_hook {
+            return self.enforce(exchange, &matched, &limits, worst, now_ms);
+        }
         let mut statuses: Vec<(MoneyStatus, &Rule)> = self
             .ledger
             .status(&limits, now_ms)
@@ -277,7 +339,7 @@ impl Stage for Budgets {
             .collect();
         // Tightest first: the least money left decides and is named.
         statuses.sort_by_key(|(s, _)| s.remaining());
-        let action = match exchange.decided.as_ref().filter(|_| has_hook) {
+        let action = match exchange.decided.as_ref() {
             Some(decided) => {
                 let views: Vec<BudgetView> = statuses.iter().map(|(s, _)| view(s)).collect();
                 let spend = crate::policy::budget::spend_to_dynamic(&views, worst.dollars());
@@ -317,40 +379,19 @@ impl Stage for Budgets {
         if !matches!(action, BudgetAction::Allow) {
             state.acted = Some((action.as_str().to_string(), acted_on));
         }
-        state.warning = statuses
-            .iter()
-            .find(|(s, rule)| s.pct() >= rule.soft_pct)
-            .map(|(s, _)| {
-                format!(
-                    "{} at {:.1}% of ${} this {}",
-                    s.key,
-                    s.pct(),
-                    s.limit,
-                    s.period.as_str()
-                )
-            });
+        state.warning = warning(statuses.iter().map(|(s, rule)| (s, *rule)));
         state.applied = statuses.iter().map(|(s, _)| s.key.to_string()).collect();
         if limits.is_empty() {
             return Ok(Flow::Continue);
         }
-        let amount = worst;
-        match self.ledger.reserve(&limits, amount, !has_hook, now_ms) {
+        // The hook decided to serve: the reservation is counted, never refused.
+        match self.ledger.reserve(&limits, worst, false, now_ms) {
             Ok(reservation) => {
-                state.reserved = amount;
+                state.reserved = worst;
                 state.reservation = Some(reservation);
                 Ok(Flow::Continue)
             }
-            Err(MoneyRefusal::Exceeded(status)) => {
-                let key = status.key.to_string();
-                state.acted = Some(("block".into(), key));
-                Err(blocked(402, exceeded_message(&status, amount)))
-            }
-            Err(MoneyRefusal::BucketCap { cap }) => Err(GatewayError::new(
-                ErrorSource::Internal,
-                ErrorCode::Unavailable,
-                format!("too many live budget buckets (cap {cap}); try again shortly"),
-            )
-            .with_retry_after(Some(std::time::Duration::from_secs(1)))),
+            Err(refusal) => Err(refused(state, refusal, worst)),
         }
     }
 

@@ -18,6 +18,10 @@ here and stopped at the end unless it was already running. For each variant the 
           day, per-model month, per-key total): the cost of pricing the worst case,
           reserving it and settling the real cost (the spend ledger records every request
           in all variants).
+  cache-hit   budgets + the response cache on: every load request is identical, so after the
+              first each one is a hit (no upstream call, no limits, no budget).
+  cache-miss  the same gateway, every request sent with `Cache-Control: no-cache`: looked up
+              never, answered upstream, stored (the cost of a miss with the cache on).
 
 and measured closed-loop (wrk, c=1 and c=32) and at a fixed rate (oha, latency-corrected),
 next to `direct` (nginx without the gateway). Prints a markdown table and writes
@@ -26,7 +30,7 @@ results.json.
 Needs wrk and nginx (benches/peers/install_peers.sh); without oha the fixed-rate columns
 stay empty. Every load run is bounded (wrk -d, oha -z, plus a hard timeout).
 
-Usage: python3 benches/load/run.py [--variants bare,policy,logs,full,limits,budgets] [--dur 10]
+Usage: python3 benches/load/run.py [--variants bare,policy,logs,full,limits,budgets,cache-hit,cache-miss] [--dur 10]
        [--rates 2000] [--bin target/release/switchyard] [--out /tmp/switchyard-load]
 """
 import argparse
@@ -71,15 +75,18 @@ def config(variant, port, workdir):
                   "input_usd_per_mtok = 0.15", "output_usd_per_mtok = 0.60", ""]
     lines += ["[[models]]", 'name = "gpt-4o-mini-stream"', 'provider = "nginx-sse"', ""]
     lines += ["[[keys]]", f'key_sha256 = "{KEY_SHA}"', 'user = "bench"', 'tier = "pro"', ""]
-    if variant in ("policy", "full", "limits", "budgets"):
+    cached = variant in ("cache-hit", "cache-miss")
+    if variant in ("policy", "full", "limits", "budgets") or cached:
         lines += ["[policy]", f'dir = "{os.path.join(ROOT, "policies", "feature-based")}"', ""]
-    lines += ["[logs]", f"enabled = {'true' if variant in ('logs', 'full', 'limits', 'budgets') else 'false'}",
+    lines += ["[logs]", f"enabled = {'true' if variant in ('logs', 'full', 'limits', 'budgets') or cached else 'false'}",
               f'dir = "{os.path.join(workdir, "logs-" + variant)}"', ""]
     lines += ["[cost]", f'ledger_dir = "{os.path.join(workdir, "spend-" + variant)}"', ""]
-    if variant in ("limits", "budgets"):
+    if variant in ("limits", "budgets") or cached:
         lines += LIMITS
-    if variant == "budgets":
+    if variant == "budgets" or cached:
         lines += BUDGETS
+    if cached:
+        lines += ["[cache]", "enabled = true", ""]
     return "\n".join(lines)
 
 
@@ -240,10 +247,11 @@ def run_all(args, workdir):
         proc = subprocess.Popen([args.bin, "serve", "--config", path], stdout=subprocess.DEVNULL, stderr=log,
                                 env=dict(os.environ, RUST_LOG="warn"))
         url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
+        vheaders = headers + ("|Cache-Control: no-cache" if variant == "cache-miss" else "")
         try:
-            if not wait_ready(url, headers):
+            if not wait_ready(url, vheaders):
                 raise RuntimeError(f"{variant} did not become ready; see {log.name}")
-            results.append(measure(variant, url, headers, proc.pid, args))
+            results.append(measure(variant, url, vheaders, proc.pid, args))
             print(json.dumps(results[-1]), file=sys.stderr)
         finally:
             stop(proc)

@@ -87,3 +87,46 @@ async fn async_openai_sees_gateway_errors_as_api_errors() {
         other => panic!("expected an API error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn async_openai_reads_a_cached_answer_replayed_as_a_stream() {
+    set_provider_env();
+    let mock = mock_provider(&[]);
+    let config = format!(
+        "{}{}\n[logs]\nenabled = false\n\n[cache]\nenabled = true\n",
+        preamble(""),
+        providers_on(&mock)
+    );
+    let gw = gateway(&config);
+    let client = Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(gw.url("/v1"))
+            .with_api_key(KEY),
+    );
+    let whole = client.chat().create(request("claude-test")).await.unwrap();
+    let expected = whole.choices[0].message.content.clone().unwrap();
+    let served = mock_stats(&mock).await["requests"].clone();
+    let mut stream = client
+        .chat()
+        .create_stream(request("claude-test"))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut finished = false;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap_or_else(|e| panic!("cached stream: {e}"));
+        for choice in chunk.choices {
+            if let Some(delta) = choice.delta.content {
+                text.push_str(&delta);
+            }
+            finished |= choice.finish_reason.is_some();
+        }
+    }
+    assert!(finished, "a finish_reason arrived");
+    assert_eq!(text, expected, "the stream replays the stored answer");
+    assert_eq!(
+        mock_stats(&mock).await["requests"],
+        served,
+        "the streamed request never reached the provider"
+    );
+}

@@ -7,7 +7,8 @@ Upstream: the neutral nginx mock of benches/peers (JSON on :18080, SSE on :18081
 here and stopped at the end unless it was already running. For each variant the gateway is started fresh from a generated config:
 
   bare    no policy, no request log          (the bare hyper+reqwest hop)
-  policy  the shipped feature-based policy   (issue 3: policy on vs off)
+  policy  the shipped feature-based routing policy (routing.rhai alone: its example limits
+          hook would pace the load)
   logs    request log on                     (issue 4: logging on vs off)
   full    policy + request log
   limits  full + three [[limits]] rules every request matches and none ever refuses
@@ -77,7 +78,7 @@ def config(variant, port, workdir):
     lines += ["[[keys]]", f'key_sha256 = "{KEY_SHA}"', 'user = "bench"', 'tier = "pro"', ""]
     cached = variant in ("cache-hit", "cache-miss")
     if variant in ("policy", "full", "limits", "budgets") or cached:
-        lines += ["[policy]", f'dir = "{os.path.join(ROOT, "policies", "feature-based")}"', ""]
+        lines += ["[policy]", f'dir = "{policy_dir(workdir)}"', ""]
     lines += ["[logs]", f"enabled = {'true' if variant in ('logs', 'full', 'limits', 'budgets') or cached else 'false'}",
               f'dir = "{os.path.join(workdir, "logs-" + variant)}"', ""]
     lines += ["[cost]", f'ledger_dir = "{os.path.join(workdir, "spend-" + variant)}"', ""]
@@ -88,6 +89,16 @@ def config(variant, port, workdir):
     if cached:
         lines += ["[cache]", "enabled = true", ""]
     return "\n".join(lines)
+
+
+def policy_dir(workdir):
+    """The shipped feature-based routing policy alone: its example `limits` hook (20k tokens a
+    minute per user) would pace the load, and its `cache` hook is measured by the cache variants
+    through `[cache]` instead."""
+    path = os.path.join(workdir, "policy")
+    os.makedirs(path, exist_ok=True)
+    shutil.copy(os.path.join(ROOT, "policies", "feature-based", "routing.rhai"), path)
+    return path
 
 
 # Matched by every load request, never refusing: what admission costs when it admits.

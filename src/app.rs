@@ -102,10 +102,12 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         config.cost.utc_offset_s().unwrap_or(0),
     ));
     let cache = Arc::new(crate::cache::ResponseCache::new(&config.cache));
+    let metrics = Arc::new(crate::observe::Metrics::new(&config));
     let stages = Arc::new(Stages::new(
         &config,
         StageParts {
             cache: cache.clone(),
+            metrics: metrics.clone(),
             admission: admission.clone(),
             money: money.clone(),
             prices: prices.clone(),
@@ -129,6 +131,7 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         money,
         spend: Some(spend),
         cache,
+        metrics,
         capacity,
         background: tokio::runtime::Handle::try_current().ok(),
         tails: tokio_util::task::TaskTracker::new(),

@@ -19,6 +19,7 @@ pub mod http;
 pub mod ledger;
 pub mod logstore;
 pub mod mock_server;
+pub mod observe;
 pub mod pipeline;
 pub mod policy;
 pub mod providers;

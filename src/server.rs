@@ -43,6 +43,7 @@ enum Target {
     Embeddings,
     Models,
     Health,
+    Metrics,
     Admin,
     WrongMethod(Dialect),
     NotFound,
@@ -55,6 +56,7 @@ fn target(method: &Method, path: &str) -> Target {
         (&Method::POST, "/v1/embeddings") => Target::Embeddings,
         (&Method::GET, "/v1/models") => Target::Models,
         (&Method::GET, "/healthz") => Target::Health,
+        (&Method::GET, "/metrics") => Target::Metrics,
         (_, p) if p.starts_with("/admin/") => Target::Admin,
         (_, "/v1/messages") => Target::WrongMethod(Dialect::Anthropic),
         (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models") => {
@@ -71,6 +73,7 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         Target::Embeddings => pipeline::embeddings(state, req).await,
         Target::Models => pipeline::models(&state, &req),
         Target::Health => json_response(200, br#"{"status":"ok"}"#.to_vec()),
+        Target::Metrics => admin::metrics(&state, &req),
         Target::Admin => admin::handle(state, req).await,
         Target::WrongMethod(dialect) => {
             let err = GatewayError::new(

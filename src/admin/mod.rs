@@ -14,6 +14,9 @@ mod cache;
 mod cost;
 mod limits;
 mod logs;
+mod metrics;
+
+pub use metrics::scrape as metrics;
 
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
 

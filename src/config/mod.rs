@@ -11,6 +11,7 @@ mod dispatch;
 mod keys;
 mod limits;
 mod logs;
+mod metrics;
 mod models;
 mod policy;
 mod providers;
@@ -23,6 +24,7 @@ pub use dispatch::DispatchConfig;
 pub use keys::KeyConfig;
 pub use limits::{AdmissionConfig, LimitMatch, LimitRule, Priority};
 pub use logs::{LogsConfig, RedactConfig, RedactPattern};
+pub use metrics::MetricsConfig;
 pub use models::{ModelConfig, ModelKind};
 pub use policy::{OnError, PolicyConfig};
 pub use providers::{MockSettings, ProviderConfig, ProviderKind};
@@ -87,6 +89,9 @@ pub struct Config {
     /// The response cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The file this was read from (for messages and relative paths); not a TOML field.
     #[serde(skip)]
     pub source: PathBuf,

@@ -74,6 +74,8 @@ pub struct AppState {
     pub spend: Option<crate::cost::SpendLedger>,
     /// The response cache, for `/admin/cache`.
     pub cache: Arc<crate::cache::ResponseCache>,
+    /// The Prometheus registry, for `/metrics`.
+    pub metrics: Arc<crate::observe::Metrics>,
     /// The runtime that outlives the request threads: finish steps that cannot run on the
     /// request's own task (a dropped stream, a usage estimate) run here.
     pub background: Option<tokio::runtime::Handle>,

@@ -21,6 +21,7 @@
 //! 2. `cache`: store a complete successful answer, then wake the identical requests waiting.
 //! 3. `budgets`: settle the worst-case reservation to the real cost.
 //! 4. `limits`: settle the reservation to the real usage (refund or charge).
+//! 5. `metrics` (`stages/metrics.rs`): one sample into the Prometheus registry.
 //!
 //! A disabled feature is a stage whose hooks return at once, never an `if` elsewhere.
 
@@ -28,11 +29,13 @@ mod budgets;
 mod cache;
 mod limits;
 pub mod matcher;
+mod metrics;
 mod spend;
 
 pub use budgets::{charged_usage, Budgets, BudgetsState};
 pub use cache::{CacheStage, CacheState, CacheStatus};
 pub use limits::{settled_tokens, LimitsState};
+pub use metrics::MetricsStage;
 pub use spend::Spend;
 
 use super::exchange::{Exchange, Finished};
@@ -81,6 +84,7 @@ pub struct Stages {
     budgets: Arc<Budgets>,
     limits: limits::Limits,
     spend: Spend,
+    metrics: MetricsStage,
 }
 
 /// Every stage's per-request state.
@@ -103,6 +107,8 @@ pub struct StageParts {
     pub spend: Option<SpendLedger>,
     /// The response cache.
     pub cache: Arc<ResponseCache>,
+    /// The Prometheus registry.
+    pub metrics: Arc<crate::observe::Metrics>,
 }
 
 impl Stages {
@@ -111,8 +117,9 @@ impl Stages {
         Stages {
             cache: CacheStage::new(&config.cache, parts.cache),
             budgets: Arc::new(Budgets::new(config, parts.money, parts.prices.clone())),
-            limits: limits::Limits::new(config, parts.admission),
+            limits: limits::Limits::new(config, parts.admission, parts.metrics.clone()),
             spend: Spend::new(parts.prices, parts.spend),
+            metrics: MetricsStage::new(parts.metrics),
         }
     }
 
@@ -149,6 +156,7 @@ impl Stages {
         self.cache.on_finish(done);
         self.budgets.on_finish(done);
         self.limits.on_finish(done);
+        self.metrics.on_finish(done);
     }
 }
 

@@ -80,12 +80,17 @@ impl Rule {
 pub struct Limits {
     rules: Vec<Rule>,
     admission: Arc<Admission>,
+    metrics: Arc<crate::observe::Metrics>,
     default_output_tokens: u32,
 }
 
 impl Limits {
     /// The stage for `config`'s rules, on `admission`.
-    pub fn new(config: &Config, admission: Arc<Admission>) -> Limits {
+    pub fn new(
+        config: &Config,
+        admission: Arc<Admission>,
+        metrics: Arc<crate::observe::Metrics>,
+    ) -> Limits {
         Limits {
             rules: config
                 .limits
@@ -94,6 +99,7 @@ impl Limits {
                 .map(|(i, rule)| Rule::new(i, rule))
                 .collect(),
             admission,
+            metrics,
             default_output_tokens: config.admission.reserve_output_tokens,
         }
     }
@@ -166,6 +172,7 @@ impl Stage for Limits {
         state.reserved_tokens = demand.tokens;
         let buckets: Vec<BucketLimit> = specs.into_iter().map(|s| s.bucket).collect();
         let admission = self.admission.clone();
+        let metrics = self.metrics.clone();
         Ok(Flow::Wait(Box::pin(async move {
             match admission.admit(&buckets, demand, &waiting).await {
                 Ok(admitted) => {
@@ -178,7 +185,10 @@ impl Stage for Limits {
                     });
                     Ok(apply)
                 }
-                Err(refusal) => Err(refused(refusal)),
+                Err(refusal) => {
+                    metrics.rate_limited(refusal_kind(&refusal));
+                    Err(refused(refusal))
+                }
             }
         })))
     }
@@ -227,6 +237,18 @@ pub fn settled_tokens(done: &Finished) -> u64 {
             .sum::<usize>())
     .div_ceil(4) as u64;
     reported.max(usage.input_tokens.saturating_add(observed_output))
+}
+
+/// The kind of a refusal, for metrics: the limit's window, or why no wait helped.
+fn refusal_kind(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Limited {
+            reason: RefusalReason::QueueFull,
+            ..
+        } => "queue_full",
+        Refusal::Limited { denied, .. } => denied.window.as_str(),
+        Refusal::BucketCap { .. } => "bucket_cap",
+    }
 }
 
 /// A refusal as the client's error: 429 naming the limit, with `Retry-After` when a wait

@@ -180,7 +180,7 @@ pub async fn spend(state: &AppState, query: &str) -> Result<Response<Body>, Gate
 }
 
 /// A time parameter: RFC 3339 or Unix milliseconds.
-fn time_param(name: &str, value: &str) -> Result<i64, GatewayError> {
+pub(super) fn time_param(name: &str, value: &str) -> Result<i64, GatewayError> {
     if let Ok(ms) = value.parse::<i64>() {
         return Ok(ms);
     }

@@ -15,6 +15,7 @@ mod cost;
 mod limits;
 mod logs;
 mod metrics;
+mod stats;
 
 pub use metrics::scrape as metrics;
 
@@ -40,6 +41,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
         (Method::GET, ["limits"]) => limits::list(&state, &query).await,
         (Method::GET, ["budgets"]) => Ok(cost::budgets(&state)),
         (Method::GET, ["cache"]) => Ok(cache::status(&state).await),
+        (Method::GET, ["stats"]) => stats::stats(&state, &query).await,
         (Method::DELETE, ["cache"]) => cache::purge(&state, &query).await,
         (Method::GET, ["spend"]) => cost::spend(&state, &query).await,
         (Method::GET, ["logs"]) => logs::search(&state, &query).await,

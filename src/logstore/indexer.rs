@@ -87,6 +87,8 @@ pub struct LogSchema {
     pub budget_action: Option<Field>,
     /// What the response cache did (`hit`, `miss`, `stale`, `bypass`; raw).
     pub cache: Option<Field>,
+    /// Milliseconds to the first content byte (f64), for `/admin/stats`.
+    pub first_token_ms: Option<Field>,
 }
 
 /// The schema of a new index.
@@ -120,7 +122,8 @@ pub fn build_schema() -> Schema {
         let _ = builder.add_text_field("cache", raw);
         let _ = builder.add_f64_field("queued_ms", numeric.clone());
         let _ = builder.add_u64_field("reserved_tokens", numeric.clone());
-        let _ = builder.add_u64_field("settled_tokens", numeric);
+        let _ = builder.add_u64_field("settled_tokens", numeric.clone());
+        let _ = builder.add_f64_field("first_token_ms", numeric);
         let text = TEXT.set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer("default")
@@ -172,6 +175,7 @@ impl LogSchema {
             budget: schema.get_field("budget").ok(),
             budget_action: schema.get_field("budget_action").ok(),
             cache: schema.get_field("cache").ok(),
+            first_token_ms: schema.get_field("first_token_ms").ok(),
         })
     }
 
@@ -230,6 +234,9 @@ impl LogSchema {
             if let (Some(field), Some(action)) = (self.budget_action, &budget.action) {
                 doc.add_text(field, action);
             }
+        }
+        if let (Some(field), Some(ms)) = (self.first_token_ms, record.first_token_ms) {
+            doc.add_f64(field, ms);
         }
         if let (Some(field), Some(cache)) = (self.cache, &record.cache) {
             doc.add_text(field, &cache.status);

@@ -30,7 +30,9 @@ pub use indexer::RetentionReport;
 pub use journal::Position;
 pub use record::{Attempt, BudgetRecord, CacheRecord, LimitsRecord, LogRecord};
 pub use redact::{RedactHook, Redactor};
-pub use search::{SearchHit, SearchParams, SearchResults, SearchSort, Snippets};
+pub use search::{
+    SearchHit, SearchParams, SearchResults, SearchSort, Snippets, StatsInterval, StatsQuery,
+};
 
 use crate::config::LogsConfig;
 use crate::error::{ErrorCode, ErrorSource, GatewayError};

@@ -48,8 +48,11 @@ pub enum SearchSort {
 }
 
 mod params;
+mod stats;
+
 pub use params::SearchParams;
 use params::*;
+pub use stats::{StatsInterval, StatsQuery};
 
 /// Snippets with the matched terms in `<b>…</b>` (HTML-escaped).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -79,7 +79,7 @@ impl LogStore {
         if query.from_ms >= query.to_ms {
             return Err(LogError::BadRequest("`from` must be before `to`".into()));
         }
-        let intervals = (query.to_ms - query.from_ms) / query.interval.ms();
+        let intervals = query.to_ms.saturating_sub(query.from_ms) / query.interval.ms();
         if intervals > MAX_INTERVALS {
             return Err(LogError::BadRequest(format!(
                 "{intervals} intervals: at most {MAX_INTERVALS}; use a longer interval or a shorter range"
@@ -116,7 +116,7 @@ impl LogStore {
                 "histogram": {
                     "field": "time",
                     "interval": query.interval.ms() as f64,
-                    "hard_bounds": { "min": query.from_ms as f64, "max": (query.to_ms - 1) as f64 },
+                    "hard_bounds": { "min": query.from_ms as f64, "max": query.to_ms.saturating_sub(1) as f64 },
                 },
                 "aggs": per_interval,
             }

@@ -251,3 +251,34 @@ async fn label_cardinality_stays_bounded_under_many_users_and_unknown_models() {
     let total_series = m.samples.len();
     assert!(total_series < 400, "{total_series} series in all");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_disabled_records_nothing_and_the_endpoint_is_gone() {
+    let p1 = Scripted::new("p1", vec![Script::Answer("ok")]);
+    let gw = start(&config(None, "\n[metrics]\nenabled = false\n"), |s| {
+        swap(s, "p1", p1.clone())
+    })
+    .await;
+    let response = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(common::KEY)
+        .json(&ask("hello", "m1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    gw.settle_log().await;
+    let response = client()
+        .get(gw.url("/metrics"))
+        .bearer_auth(common::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    // The registry itself saw no request.
+    let text = gw.state.metrics.render(&Default::default());
+    assert!(
+        !text.contains("switchyard_requests_total{"),
+        "a disabled gateway recorded a request:\n{text}"
+    );
+}

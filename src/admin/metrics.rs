@@ -10,6 +10,14 @@ use hyper::body::Incoming;
 
 /// `GET /metrics`.
 pub fn scrape(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    if !state.config.metrics.enabled {
+        let err = crate::error::GatewayError::new(
+            crate::error::ErrorSource::Client,
+            crate::error::ErrorCode::NotFound,
+            "metrics are disabled ([metrics] enabled = false)",
+        );
+        return error_response(&err, Dialect::OpenAi);
+    }
     if !state.config.metrics.public {
         if let Err(err) = auth::check_admin(state.admin_key.as_ref(), req.headers()) {
             return error_response(&err, Dialect::OpenAi);

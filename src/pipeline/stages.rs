@@ -119,7 +119,7 @@ impl Stages {
             budgets: Arc::new(Budgets::new(config, parts.money, parts.prices.clone())),
             limits: limits::Limits::new(config, parts.admission, parts.metrics.clone()),
             spend: Spend::new(parts.prices, parts.spend),
-            metrics: MetricsStage::new(parts.metrics),
+            metrics: MetricsStage::new(config.metrics.enabled.then_some(parts.metrics)),
         }
     }
 

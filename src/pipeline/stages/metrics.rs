@@ -11,12 +11,13 @@ use crate::pipeline::exchange::Finished;
 
 /// The metrics stage.
 pub struct MetricsStage {
-    metrics: Arc<Metrics>,
+    /// `None` when `[metrics] enabled = false`: the stage returns at once.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl MetricsStage {
-    /// The stage recording into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> MetricsStage {
+    /// The stage recording into `metrics`, or doing nothing without it.
+    pub fn new(metrics: Option<Arc<Metrics>>) -> MetricsStage {
         MetricsStage { metrics }
     }
 }
@@ -43,6 +44,9 @@ fn budget_action(action: &str) -> &'static str {
 
 impl Stage for MetricsStage {
     fn on_finish(&self, done: &mut Finished) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
         let outcome = &done.outcome;
         let route = outcome.route.as_ref();
         let cached = done.stages.cache.served_by.as_ref();
@@ -94,6 +98,6 @@ impl Stage for MetricsStage {
                 .as_ref()
                 .map(|(action, _)| budget_action(action)),
         };
-        self.metrics.record(&sample);
+        metrics.record(&sample);
     }
 }

@@ -19,6 +19,8 @@ here and stopped at the end unless it was already running. For each variant the 
           day, per-model month, per-key total): the cost of pricing the worst case,
           reserving it and settling the real cost (the spend ledger records every request
           in all variants).
+  nometrics   budgets with `[metrics] enabled = false` (every other variant records metrics):
+              the cost of the metrics stage is `budgets` minus `nometrics`.
   cache-hit   budgets + the response cache on: every load request is identical, so after the
               first each one is a hit (no upstream call, no limits, no budget).
   cache-miss  the same gateway, every request sent with `Cache-Control: no-cache`: looked up
@@ -56,6 +58,9 @@ MODELS = ["gpt-4o-mini", "gpt-4o", "claude-haiku", "claude-sonnet", "gemini-flas
 
 
 def config(variant, port, workdir):
+    metrics_on = variant != "nometrics"
+    if variant == "nometrics":
+        variant = "budgets"
     lines = [
         "[server]",
         f'listen = "127.0.0.1:{port}"',
@@ -88,6 +93,8 @@ def config(variant, port, workdir):
         lines += BUDGETS
     if cached:
         lines += ["[cache]", "enabled = true", ""]
+    if not metrics_on:
+        lines += ["[metrics]", "enabled = false", ""]
     return "\n".join(lines)
 
 

@@ -99,7 +99,11 @@ async fn the_page_needs_no_key_but_its_data_does() {
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'self'"), "{csp}");
     assert!(page.text().await.unwrap().contains("/dashboard/app.js"));
-    for asset in ["/dashboard/app.js", "/dashboard/style.css"] {
+    for asset in [
+        "/dashboard/app.js",
+        "/dashboard/charts.js",
+        "/dashboard/style.css",
+    ] {
         let response = client().get(gw.url(asset)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{asset}");
     }
@@ -175,7 +179,11 @@ async fn traffic(gw: &Gateway) -> u64 {
     let begin = tokio::time::Instant::now();
     let statuses: Vec<u16> = futures_util::stream::iter(0..MIX)
         .map(|i| async move {
-            tokio::time::sleep_until(begin + spread * i as u32 / MIX as u32).await;
+            // Busier and quieter stretches, so the charts have some shape.
+            let x = i as f64 / MIX as f64;
+            let at =
+                x - 0.8 * (6.0 * std::f64::consts::PI * x).sin() / (6.0 * std::f64::consts::PI);
+            tokio::time::sleep_until(begin + spread.mul_f64(at.clamp(0.0, 1.0))).await;
             send(gw, i).await
         })
         .buffer_unordered(12)

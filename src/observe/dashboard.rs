@@ -1,7 +1,7 @@
-//! `GET /dashboard`: the built-in dashboard page and its two assets, compiled into the
-//! binary (no CDN, no build step). The page holds no data and no secret, so it is served to
-//! anyone; its script asks the admin API for everything, with the admin key the user types
-//! into its login form (kept in the browser's session storage only).
+//! `GET /dashboard`: the built-in dashboard page and its assets (two scripts and a style
+//! sheet), compiled into the binary (no CDN, no build step). The page holds no data and no
+//! secret, so it is served to anyone; its script asks the admin API for everything, with the
+//! admin key the user types into its login form (kept in the browser's session storage only).
 //!
 //! Every answer carries a strict Content-Security-Policy (scripts and styles from this
 //! origin only, nothing inline, no framing), `nosniff`, no referrer, and `no-cache` with an
@@ -44,6 +44,12 @@ static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
         "text/javascript; charset=utf-8",
     )
 });
+static CHARTS: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        include_str!("dashboard/charts.js"),
+        "text/javascript; charset=utf-8",
+    )
+});
 static STYLE: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(
         include_str!("dashboard/style.css"),
@@ -67,6 +73,7 @@ pub fn serve(method: &Method, path: &str, headers: &HeaderMap) -> Response<Body>
     let asset = match path {
         "/dashboard" | "/dashboard/" | "/dashboard/index.html" => &*INDEX,
         "/dashboard/app.js" => &*SCRIPT,
+        "/dashboard/charts.js" => &*CHARTS,
         "/dashboard/style.css" => &*STYLE,
         _ => {
             let err = GatewayError::new(

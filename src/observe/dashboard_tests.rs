@@ -67,11 +67,17 @@ async fn every_answer_carries_the_security_headers() {
 #[tokio::test]
 async fn the_page_has_no_inline_script_or_style_and_no_external_url() {
     let page = body_of(get("/dashboard")).await;
+    assert!(page.contains(r#"<script src="/dashboard/charts.js" defer></script>"#));
     assert!(page.contains(r#"<script src="/dashboard/app.js" defer></script>"#));
     assert!(!page.contains("<script>") && !page.contains("<style") && !page.contains("style="));
     let inline_handler = regex::Regex::new(r"\son[a-z]+\s*=").unwrap();
     assert!(!inline_handler.is_match(&page), "an inline event handler");
-    for asset in ["/dashboard", "/dashboard/app.js", "/dashboard/style.css"] {
+    for asset in [
+        "/dashboard",
+        "/dashboard/app.js",
+        "/dashboard/charts.js",
+        "/dashboard/style.css",
+    ] {
         // The SVG namespace is a name, not a fetch.
         let text = body_of(get(asset))
             .await

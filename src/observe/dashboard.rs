@@ -32,29 +32,30 @@ impl Asset {
     }
 }
 
-static INDEX: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(
-        include_str!("dashboard/index.html"),
-        "text/html; charset=utf-8",
-    )
-});
-static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(
-        include_str!("dashboard/app.js"),
-        "text/javascript; charset=utf-8",
-    )
-});
-static CHARTS: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(
-        include_str!("dashboard/charts.js"),
-        "text/javascript; charset=utf-8",
-    )
-});
-static STYLE: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(
-        include_str!("dashboard/style.css"),
-        "text/css; charset=utf-8",
-    )
+const HTML: &str = "text/html; charset=utf-8";
+const SCRIPT: &str = "text/javascript; charset=utf-8";
+const STYLE: &str = "text/css; charset=utf-8";
+
+/// Every file under `/dashboard/`, by name.
+static ASSETS: LazyLock<[(&str, Asset); 4]> = LazyLock::new(|| {
+    [
+        (
+            "index.html",
+            Asset::new(include_str!("dashboard/index.html"), HTML),
+        ),
+        (
+            "app.js",
+            Asset::new(include_str!("dashboard/app.js"), SCRIPT),
+        ),
+        (
+            "charts.js",
+            Asset::new(include_str!("dashboard/charts.js"), SCRIPT),
+        ),
+        (
+            "style.css",
+            Asset::new(include_str!("dashboard/style.css"), STYLE),
+        ),
+    ]
 });
 
 /// The policy every dashboard answer carries: only this origin's script, style and API;
@@ -70,19 +71,17 @@ pub fn is_dashboard_path(path: &str) -> bool {
 
 /// Answer a request for `/dashboard` or one of its assets: GET and HEAD only, no key.
 pub fn serve(method: &Method, path: &str, headers: &HeaderMap) -> Response<Body> {
-    let asset = match path {
-        "/dashboard" | "/dashboard/" | "/dashboard/index.html" => &*INDEX,
-        "/dashboard/app.js" => &*SCRIPT,
-        "/dashboard/charts.js" => &*CHARTS,
-        "/dashboard/style.css" => &*STYLE,
-        _ => {
-            let err = GatewayError::new(
-                ErrorSource::Client,
-                ErrorCode::NotFound,
-                "no such dashboard asset",
-            );
-            return with_security_headers(error_response(&err, Dialect::OpenAi));
-        }
+    let name = match path {
+        "/dashboard" | "/dashboard/" => "index.html",
+        other => other.strip_prefix("/dashboard/").unwrap_or(other),
+    };
+    let Some((_, asset)) = ASSETS.iter().find(|(known, _)| *known == name) else {
+        let err = GatewayError::new(
+            ErrorSource::Client,
+            ErrorCode::NotFound,
+            "no such dashboard asset",
+        );
+        return with_security_headers(error_response(&err, Dialect::OpenAi));
     };
     if method != Method::GET && method != Method::HEAD {
         let err = GatewayError::new(

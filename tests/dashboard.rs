@@ -452,6 +452,27 @@ async fn the_dashboard_in_chromium_shows_what_the_stats_api_says() {
         .await
         .unwrap();
 
+    // The last week: hourly intervals, the same totals; then back to the last hour.
+    click(&page, "[data-range='week']").await;
+    let week = until(
+        &page,
+        "(() => { const s = document.querySelector('#summary').dataset; return s.to - s.from > 6 * 86400000 && document.querySelectorAll('#chart-volume rect.hover').length; })()",
+    )
+    .await;
+    assert!(
+        (168..=169).contains(&week.as_u64().unwrap()),
+        "{week} hourly intervals"
+    );
+    let shown_week = js(&page, READ_PAGE).await;
+    assert_eq!(shown_week["requests"].as_u64(), Some(sent));
+    assert_eq!(shown_week["errors"], shown["errors"]);
+    click(&page, "[data-range='hour']").await;
+    until(
+        &page,
+        "(() => { const s = document.querySelector('#summary').dataset; return s.to - s.from <= 3600000; })()",
+    )
+    .await;
+
     // Search from the box, open a hit: its id and its full record.
     type_into(&page, "#search-q", "walrus").await;
     click(&page, "#search-submit").await;

@@ -239,7 +239,11 @@ function buckets(range, intervals) {
 
 function renderCharts(range, intervals) {
   const rows = buckets(range, intervals);
-  const label = (t) => (range.step >= DAY || range.to - range.from > 2 * DAY ? `${shortDate(t)} ${clock(t)}` : clock(t));
+  // Whole days by date, hours within a day by the clock, and both in between.
+  const label = (t, every) => {
+    if (every >= DAY) return shortDate(t);
+    return range.to - range.from > DAY ? `${shortDate(t)} ${clock(t)}` : clock(t);
+  };
   const pick = (fn) => rows.map(({ row }) => (row ? fn(row) : null));
   const xs = rows.map((r) => r.t);
   chart($("#chart-volume"), xs, label, [

@@ -125,7 +125,7 @@ function chart(figure, xs, xLabel, series, format) {
   const offset = new Date().getTimezoneOffset() * MINUTE;
   xs.forEach((t, i) => {
     if ((t - offset) % every !== 0) return;
-    axis.append(svg("text", { x: x(i) + slot / 2, y: height - 6, "text-anchor": "middle" }, xLabel(t)));
+    axis.append(svg("text", { x: x(i) + slot / 2, y: height - 6, "text-anchor": "middle" }, xLabel(t, every)));
   });
   axis.append(svg("line", { x1: m.left, x2: width - m.right, y1: m.top + plotH, y2: m.top + plotH }));
   root.append(axis);

@@ -1,6 +1,6 @@
 //! The listener: hyper 1 over tokio (HTTP/1.1 and h2c via hyper-util's auto builder), path
 //! routing, connection hygiene and graceful shutdown. It only listens and routes: handlers
-//! live in `pipeline` and `admin`.
+//! live in `pipeline`, `admin` and `observe` (the dashboard page).
 //!
 //! Connection hygiene, as nginx does it:
 //! - `header_read_timeout_ms` (60 s): a client must send a request's headers within it
@@ -18,6 +18,7 @@
 use crate::admin;
 use crate::error::{Dialect, ErrorCode, ErrorSource, GatewayError};
 use crate::http::{error_response, json_response, Body};
+use crate::observe;
 use crate::pipeline::{self, AppState};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -44,6 +45,7 @@ enum Target {
     Models,
     Health,
     Metrics,
+    Dashboard,
     Admin,
     WrongMethod(Dialect),
     NotFound,
@@ -58,6 +60,7 @@ fn target(method: &Method, path: &str) -> Target {
         (&Method::GET, "/healthz") => Target::Health,
         (&Method::GET, "/metrics") => Target::Metrics,
         (_, p) if p.starts_with("/admin/") => Target::Admin,
+        (_, p) if observe::is_dashboard_path(p) => Target::Dashboard,
         (_, "/v1/messages") => Target::WrongMethod(Dialect::Anthropic),
         (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models") => {
             Target::WrongMethod(Dialect::OpenAi)
@@ -74,6 +77,7 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         Target::Models => pipeline::models(&state, &req),
         Target::Health => json_response(200, br#"{"status":"ok"}"#.to_vec()),
         Target::Metrics => admin::metrics(&state, &req),
+        Target::Dashboard => observe::dashboard(req.method(), req.uri().path(), req.headers()),
         Target::Admin => admin::handle(state, req).await,
         Target::WrongMethod(dialect) => {
             let err = GatewayError::new(

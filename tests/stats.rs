@@ -119,6 +119,31 @@ async fn stats_per_interval_and_model_equal_the_sums_of_the_records() {
     let error_rate = intervals[0]["error_rate"].as_f64().unwrap();
     assert!((error_rate - 5.0 / 45.0).abs() < 1e-9, "{error_rate}");
 
+    // The whole range's figures: the sums of every record, percentiles within their latencies.
+    let total = &stats["total"];
+    assert_eq!(
+        (total["requests"].as_u64(), total["errors"].as_u64()),
+        (Some(45), Some(5)),
+        "{total}"
+    );
+    let cost: f64 = expected.values().map(|row| row.4).sum();
+    assert!(
+        (total["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-12,
+        "{total}"
+    );
+    let latencies: Vec<f64> = expected.values().flat_map(|row| row.5.clone()).collect();
+    let (min, max) = (
+        latencies.iter().copied().fold(f64::MAX, f64::min),
+        latencies.iter().copied().fold(0.0, f64::max),
+    );
+    for pct in ["p50", "p99"] {
+        let value = total["latency_ms"][pct].as_f64().unwrap();
+        assert!(
+            value >= min * 0.98 && value <= max * 1.02,
+            "{pct} {value} outside [{min}, {max}]"
+        );
+    }
+
     // Bad parameters are 400s naming the parameter.
     let bad = common::client()
         .get(gw.url("/admin/stats?group_by=colour"))

@@ -1,6 +1,6 @@
 //! The admin HTTP API (`/admin/*`), behind the admin key:
-//! logs search and replay, the policy in force, chaos drills, live rate limits, budgets,
-//! spend reports and the response cache.
+//! logs search and replay, the policy in force, chaos drills, providers and their breakers,
+//! live rate limits, budgets, spend reports, stats and the response cache.
 
 use crate::error::{Dialect, ErrorCode, ErrorSource, GatewayError};
 use crate::http::{error_response, json_value, Body};
@@ -15,6 +15,7 @@ mod cost;
 mod limits;
 mod logs;
 mod metrics;
+mod providers;
 mod stats;
 
 pub use metrics::scrape as metrics;
@@ -39,6 +40,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
         (Method::GET, ["chaos"]) => Ok(json_value(&state.chaos.faults_json())),
         (Method::POST, ["chaos"]) => chaos(&state, req).await,
         (Method::GET, ["limits"]) => limits::list(&state, &query).await,
+        (Method::GET, ["providers"]) => Ok(providers::list(&state)),
         (Method::GET, ["budgets"]) => Ok(cost::budgets(&state)),
         (Method::GET, ["cache"]) => Ok(cache::status(&state).await),
         (Method::GET, ["stats"]) => stats::stats(&state, &query).await,

@@ -1,6 +1,7 @@
 //! `GET /admin/stats?from=&to=&interval=minute|hour|day&group_by=model|provider|feature|user|team|status`:
-//! per interval (and group), requests, errors and error rate, latency p50 / p90 / p99,
-//! time-to-first-token p50 / p99, tokens and cost, from the log index's aggregations.
+//! per interval (and group), and for the whole range (`total`), requests, errors and error
+//! rate, latency p50 / p90 / p99, time-to-first-token p50 / p99, tokens and cost, from the log
+//! index's aggregations.
 //! `from` / `to` are RFC 3339 or Unix ms (default: the last 24 hours).
 
 use crate::error::GatewayError;

@@ -111,15 +111,16 @@ impl LogStore {
                 "aggs": metrics,
             });
         }
-        let request = json!({
-            "intervals": {
-                "histogram": {
-                    "field": "time",
-                    "interval": query.interval.ms() as f64,
-                    "hard_bounds": { "min": query.from_ms as f64, "max": query.to_ms.saturating_sub(1) as f64 },
-                },
-                "aggs": per_interval,
-            }
+        // The whole range's figures beside the intervals (its percentiles cannot be derived
+        // from the intervals' own).
+        let mut request = metrics.clone();
+        request["intervals"] = json!({
+            "histogram": {
+                "field": "time",
+                "interval": query.interval.ms() as f64,
+                "hard_bounds": { "min": query.from_ms as f64, "max": query.to_ms.saturating_sub(1) as f64 },
+            },
+            "aggs": per_interval,
         });
         let aggregations: Aggregations = serde_json::from_value(request)
             .map_err(|err| LogError::Index(format!("stats aggregation: {err}")))?;
@@ -165,6 +166,11 @@ impl LogStore {
                 row
             })
             .collect();
+        let mut total = raw;
+        total["doc_count"] = json!(rows
+            .iter()
+            .map(|row| row["requests"].as_u64().unwrap_or(0))
+            .sum::<u64>());
         Ok(json!({
             "from_ms": query.from_ms,
             "to_ms": query.to_ms,
@@ -175,6 +181,7 @@ impl LogStore {
             },
             "group_by": query.group_by,
             "intervals": rows,
+            "total": figures(&total),
             "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         }))
     }

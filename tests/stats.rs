@@ -131,17 +131,19 @@ async fn stats_per_interval_and_model_equal_the_sums_of_the_records() {
         (total["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-12,
         "{total}"
     );
-    let latencies: Vec<f64> = expected.values().flat_map(|row| row.5.clone()).collect();
-    let (min, max) = (
-        latencies.iter().copied().fold(f64::MAX, f64::min),
-        latencies.iter().copied().fold(0.0, f64::max),
-    );
-    for pct in ["p50", "p99"] {
-        let value = total["latency_ms"][pct].as_f64().unwrap();
-        assert!(
-            value >= min * 0.98 && value <= max * 1.02,
-            "{pct} {value} outside [{min}, {max}]"
+    // Percentiles are exact: the nearest rank of the records' own latencies.
+    let mut latencies: Vec<f64> = expected.values().flat_map(|row| row.5.clone()).collect();
+    for (pct, at) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0)] {
+        assert_eq!(
+            total["latency_ms"][pct].as_f64(),
+            Some(nearest_rank(&mut latencies, at)),
+            "{pct}: {total}"
         );
+    }
+    if intervals.len() == 1 {
+        for (model, want) in &mut expected {
+            assert_eq!(seen[model].5[0], nearest_rank(&mut want.5, 50.0), "{model}");
+        }
     }
 
     // Bad parameters are 400s naming the parameter.
@@ -157,4 +159,11 @@ async fn stats_per_interval_and_model_equal_the_sums_of_the_records() {
         .as_str()
         .unwrap()
         .contains("colour"));
+}
+
+/// The value at percentile `pct` of `values` by nearest rank.
+fn nearest_rank(values: &mut [f64], pct: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((pct / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
 }

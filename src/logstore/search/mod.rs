@@ -49,6 +49,7 @@ pub enum SearchSort {
 
 mod params;
 mod stats;
+mod stats_collect;
 
 pub use params::SearchParams;
 use params::*;

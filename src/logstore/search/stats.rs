@@ -1,16 +1,19 @@
 //! `/admin/stats`: request volume, error rate, latency and first-token percentiles, tokens and
-//! cost per interval (and per group), computed by Tantivy aggregations over the index's fast
-//! fields: no record is loaded. Percentiles are Tantivy's DDSketch estimates (about 1%
-//! relative error); counts, tokens and cost are exact sums.
+//! cost per interval (and per group), computed in one pass over the index's fast-field columns
+//! (`stats_collect.rs`): no record is loaded. Counts, tokens and cost are exact sums;
+//! percentiles are exact (nearest rank) up to 2M matching records, and from an even sample
+//! beyond (`sampled_every` in the answer says which).
 
 use std::ops::Bound;
 use std::time::Instant;
 
-use serde_json::{json, Map, Value};
-use tantivy::aggregation::agg_req::Aggregations;
-use tantivy::aggregation::agg_result::AggregationResults;
-use tantivy::aggregation::{AggregationCollector, AggregationLimits};
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use tantivy::collector::Count;
 use tantivy::query::RangeQuery;
+
+use super::stats_collect::{percentile, Cell, GroupField, GroupKey, StatsCollector, MAX_SAMPLES};
 
 use super::super::{LogError, LogStore};
 
@@ -72,6 +75,9 @@ fn index_field(group: &str) -> Option<&'static str> {
     })
 }
 
+/// One stats query runs at a time: each may hold up to [`MAX_SAMPLES`] values per series.
+static QUERY_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl LogStore {
     /// Run a stats query (blocking: call it off the request threads).
     pub fn stats(&self, query: &StatsQuery) -> Result<Value, LogError> {
@@ -85,92 +91,76 @@ impl LogStore {
                 "{intervals} intervals: at most {MAX_INTERVALS}; use a longer interval or a shorter range"
             )));
         }
-        let group_field = match query.group_by.as_deref() {
-            None => None,
-            Some(group) => Some(index_field(group).ok_or_else(|| {
+        let group = match query.group_by.as_deref() {
+            None => GroupField::None,
+            Some("status") => GroupField::Number("status"),
+            Some(group) => GroupField::Text(index_field(group).ok_or_else(|| {
                 LogError::BadRequest(format!(
                     "unknown group_by `{group}` (model, provider, feature, user, team, status)"
                 ))
             })?),
         };
-        let has_ttft = self.schema.schema.get_field("first_token_ms").is_ok();
-        let mut metrics = json!({
-            "latency": { "percentiles": { "field": "latency_ms", "percents": [50.0, 90.0, 99.0], "keyed": true } },
-            "errors": { "range": { "field": "status", "ranges": [{ "from": 400.0 }] } },
-            "input_tokens": { "sum": { "field": "input_tokens" } },
-            "output_tokens": { "sum": { "field": "output_tokens" } },
-            "cost": { "sum": { "field": "cost_usd" } },
-        });
-        if has_ttft {
-            metrics["ttft"] = json!({ "percentiles": { "field": "first_token_ms", "percents": [50.0, 99.0], "keyed": true } });
-        }
-        let mut per_interval = metrics.clone();
-        if let Some(field) = group_field {
-            per_interval["groups"] = json!({
-                "terms": { "field": field, "size": MAX_GROUPS, "order": { "_count": "desc" } },
-                "aggs": metrics,
-            });
-        }
-        // The whole range's figures beside the intervals (its percentiles cannot be derived
-        // from the intervals' own).
-        let mut request = metrics.clone();
-        request["intervals"] = json!({
-            "histogram": {
-                "field": "time",
-                "interval": query.interval.ms() as f64,
-                "hard_bounds": { "min": query.from_ms as f64, "max": query.to_ms.saturating_sub(1) as f64 },
-            },
-            "aggs": per_interval,
-        });
-        let aggregations: Aggregations = serde_json::from_value(request)
-            .map_err(|err| LogError::Index(format!("stats aggregation: {err}")))?;
-        let collector = AggregationCollector::from_aggs(aggregations, AggregationLimits::default());
+        let _gate = QUERY_GATE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let range = RangeQuery::new_i64_bounds(
             "time".into(),
             Bound::Included(query.from_ms),
             Bound::Excluded(query.to_ms),
         );
         let searcher = self.reader.searcher();
-        let results: AggregationResults = searcher.search(&range, &collector)?;
-        let raw = serde_json::to_value(&results).map_err(|err| LogError::Index(err.to_string()))?;
-        let buckets = raw["intervals"]["buckets"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let rows: Vec<Value> = buckets
-            .iter()
-            .filter(|b| b["doc_count"].as_u64().unwrap_or(0) > 0)
-            .map(|bucket| {
-                let mut row = figures(bucket);
-                row["start_ms"] = json!(bucket["key"].as_f64().unwrap_or(0.0) as i64);
-                row["start"] = json!(chrono::DateTime::from_timestamp_millis(
-                    bucket["key"].as_f64().unwrap_or(0.0) as i64
-                )
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
-                if group_field.is_some() {
-                    let groups: Vec<Value> = bucket["groups"]["buckets"]
-                        .as_array()
-                        .map(|groups| {
-                            groups
-                                .iter()
-                                .map(|group| {
-                                    let mut figures = figures(group);
-                                    figures["group"] = group["key"].clone();
-                                    figures
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    row["groups"] = Value::Array(groups);
+        let matching = searcher.search(&range, &Count)? as u64;
+        let collector = StatsCollector {
+            interval_ms: query.interval.ms(),
+            group,
+            stride: matching.div_ceil(MAX_SAMPLES).max(1),
+            has_first_token: self.schema.schema.get_field("first_token_ms").is_ok(),
+        };
+        let cells = searcher.search(&range, &collector)?;
+        let grouped = !matches!(group, GroupField::None);
+        let mut by_interval: BTreeMap<i64, Vec<(Option<GroupKey>, Cell)>> = BTreeMap::new();
+        for ((interval, key), cell) in cells {
+            by_interval.entry(interval).or_default().push((key, cell));
+        }
+        let mut total = Cell::default();
+        let mut rows = Vec::with_capacity(by_interval.len());
+        for (start_ms, mut cells) in by_interval {
+            let mut interval = Cell::default();
+            let mut groups = Vec::new();
+            if grouped {
+                cells.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then_with(|| a.0.cmp(&b.0)));
+                for (key, cell) in cells.iter_mut().filter(|(key, _)| key.is_some()) {
+                    if groups.len() >= MAX_GROUPS as usize {
+                        break;
+                    }
+                    let mut figures = figures(cell);
+                    figures["group"] = match key {
+                        Some(GroupKey::Text(text)) => json!(text),
+                        Some(GroupKey::Number(number)) => json!(number),
+                        None => Value::Null,
+                    };
+                    groups.push(figures);
                 }
-                row
-            })
-            .collect();
-        let mut total = raw;
-        total["doc_count"] = json!(rows
-            .iter()
-            .map(|row| row["requests"].as_u64().unwrap_or(0))
-            .sum::<u64>());
+            }
+            for (_, cell) in cells {
+                interval.absorb_sums(&cell);
+                interval.latency_ms.extend_from_slice(&cell.latency_ms);
+                interval
+                    .first_token_ms
+                    .extend_from_slice(&cell.first_token_ms);
+            }
+            let mut row = figures(&mut interval);
+            row["start_ms"] = json!(start_ms);
+            row["start"] = json!(chrono::DateTime::from_timestamp_millis(start_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+            if grouped {
+                row["groups"] = Value::Array(groups);
+            }
+            rows.push(row);
+            total.absorb_sums(&interval);
+            total.latency_ms.append(&mut interval.latency_ms);
+            total.first_token_ms.append(&mut interval.first_token_ms);
+        }
         Ok(json!({
             "from_ms": query.from_ms,
             "to_ms": query.to_ms,
@@ -181,41 +171,34 @@ impl LogStore {
             },
             "group_by": query.group_by,
             "intervals": rows,
-            "total": figures(&total),
+            "total": figures(&mut total),
+            "sampled_every": collector.stride,
             "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         }))
     }
 }
 
-/// One bucket's figures: requests, errors and error rate, latency and first-token
-/// percentiles, tokens and cost.
-fn figures(bucket: &Value) -> Value {
-    let requests = bucket["doc_count"].as_u64().unwrap_or(0);
-    // Tantivy adds the gap below the first range as its own bucket: take the `from: 400` one.
-    let errors = bucket["errors"]["buckets"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["from"].as_f64() == Some(400.0)))
-        .and_then(|b| b["doc_count"].as_u64())
-        .unwrap_or(0);
-    let percentiles = |name: &str, keys: &[(&str, &str)]| -> Value {
-        let mut out = Map::new();
-        for (key, label) in keys {
-            let value = &bucket[name]["values"][*key];
-            out.insert(
-                (*label).into(),
-                value.as_f64().map_or(Value::Null, |v| json!(v)),
-            );
-        }
-        Value::Object(out)
-    };
+/// One cell's figures: requests, errors and error rate, latency and first-token percentiles
+/// (nearest rank), tokens and cost. Reorders the cell's values.
+fn figures(cell: &mut Cell) -> Value {
+    let requests = cell.requests;
+    let latency = &mut cell.latency_ms;
+    let first = &mut cell.first_token_ms;
     json!({
         "requests": requests,
-        "errors": errors,
-        "error_rate": if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
-        "latency_ms": percentiles("latency", &[("50.0", "p50"), ("90.0", "p90"), ("99.0", "p99")]),
-        "first_token_ms": percentiles("ttft", &[("50.0", "p50"), ("99.0", "p99")]),
-        "input_tokens": bucket["input_tokens"]["value"].as_f64().unwrap_or(0.0) as u64,
-        "output_tokens": bucket["output_tokens"]["value"].as_f64().unwrap_or(0.0) as u64,
-        "cost_usd": bucket["cost"]["value"].as_f64().unwrap_or(0.0),
+        "errors": cell.errors,
+        "error_rate": if requests == 0 { 0.0 } else { cell.errors as f64 / requests as f64 },
+        "latency_ms": {
+            "p50": percentile(latency, 50.0),
+            "p90": percentile(latency, 90.0),
+            "p99": percentile(latency, 99.0),
+        },
+        "first_token_ms": {
+            "p50": percentile(first, 50.0),
+            "p99": percentile(first, 99.0),
+        },
+        "input_tokens": cell.input_tokens,
+        "output_tokens": cell.output_tokens,
+        "cost_usd": cell.cost_usd,
     })
 }
